@@ -1,13 +1,20 @@
 """Per-dependency resilience policies for async services.
 
 pybreaker keeps circuit state, tenacity retries; sage_resilience composes
-them into one policy per dependency, configured in YAML, and reports every
-state change as a structlog event.
+them into one policy per dependency, configured in YAML with platform
+overrides, and reports every state change as a structlog event::
+
+    from sage_resilience import policy
+
+    @policy("siliconflow_api")
+    async def complete(prompt: str) -> str: ...
 """
 
 from __future__ import annotations
 
 from sage_resilience._config import PolicyConfig, ResilienceConfig
+from sage_resilience._policy import Policy
+from sage_resilience._registry import configure, policy
 from sage_resilience.exceptions import (
     BulkheadFullError,
     ChaosError,
@@ -15,15 +22,21 @@ from sage_resilience.exceptions import (
     ConfigError,
     UnknownPolicyError,
 )
+from sage_resilience.status import breaker_status, health
 
 __all__ = [
     "BulkheadFullError",
     "ChaosError",
     "CircuitOpenError",
     "ConfigError",
+    "Policy",
     "PolicyConfig",
     "ResilienceConfig",
     "UnknownPolicyError",
+    "breaker_status",
+    "configure",
+    "health",
+    "policy",
 ]
 
 

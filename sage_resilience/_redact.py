@@ -22,18 +22,25 @@ _SECRET_KEY = re.compile(
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?P<pre>[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s@/]*(?=@)"),
-     rf"\g<pre>{REDACTED}"),
+    (
+        re.compile(r"(?P<pre>[a-zA-Z][\w+.-]*://[^\s:/@]*:)[^\s@/]*(?=@)"),
+        rf"\g<pre>{REDACTED}",
+    ),
     # Authorization: Bearer xxx / Basic xxx
-    (re.compile(r"(?i)\b(?P<pre>bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
-     rf"\g<pre> {REDACTED}"),
+    (
+        re.compile(r"(?i)\b(?P<pre>bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+        rf"\g<pre> {REDACTED}",
+    ),
     # password=..., api_key: ..., "token": "..." in DSNs, query strings,
     # headers and reprs of mappings
-    (re.compile(
-        r"(?i)(?P<pre>[\"']?\b(?:password|passwd|pwd|secret|token|"
-        r"api[_-]?key|apikey|access[_-]?key|x-api-key)[\"']?\s*[=:]\s*"
-        r"[\"']?)[^\s\"'&,;}]+"),
-     rf"\g<pre>{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)(?P<pre>[\"']?\b(?:password|passwd|pwd|secret|token|"
+            r"api[_-]?key|apikey|access[_-]?key|x-api-key)[\"']?\s*[=:]\s*"
+            r"[\"']?)[^\s\"'&,;}]+"
+        ),
+        rf"\g<pre>{REDACTED}",
+    ),
     # well-known key formats: sk-..., OpenAI/SiliconFlow style keys
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
 )

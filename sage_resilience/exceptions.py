@@ -89,9 +89,7 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
             why = f"is open after {self.failure_count} counted failure(s)"
             when = f"next probe allowed in {self.retry_after:.2f}s"
         last = (
-            f"; last failure: {self.last_failure}"
-            if self.last_failure
-            else ""
+            f"; last failure: {self.last_failure}" if self.last_failure else ""
         )
         cause = f" (cause: {self.last_cause})" if self.last_cause else ""
         return (
@@ -115,7 +113,7 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         )
 
 
-def _rebuild_circuit_open(  # noqa: PLR0917 - pickle protocol helper
+def _rebuild_circuit_open(
     policy: str,
     retry_after: float,
     failure_count: int,
@@ -143,7 +141,9 @@ class BulkheadFullError(Exception):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, policy: str, max_concurrency: int, waited: float):
+    def __init__(
+        self, policy: str, max_concurrency: int, waited: float
+    ) -> None:
         self.policy = policy
         self.max_concurrency = max_concurrency
         self.waited = waited

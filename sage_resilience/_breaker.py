@@ -1,0 +1,598 @@
+"""Async-correct admission in front of a pybreaker circuit breaker.
+
+pybreaker keeps the circuit state (its storage, counters, transitions and
+listeners are the source of truth), but its ``call()`` holds a lock for the
+whole protected call, does not understand coroutines, lets every concurrent
+caller through while half-open and counts cancellation as a failure. So the
+work is split in two:
+
+1. :meth:`Gate.admit` decides *before* the call, in a few instructions on
+   the closed path and under a short lock otherwise: closed -> go; open ->
+   refuse until the recovery timeout has elapsed, then move pybreaker to
+   half-open; half-open -> hand out at most ``half_open_max_calls`` probe
+   slots. It returns a ticket naming the circuit generation it was admitted
+   in.
+2. The call runs outside every lock. Its outcome is then recorded into
+   pybreaker by running pybreaker's own state machine on a trivial function
+   (:meth:`Gate.success` / :meth:`Gate.failure`), unless the circuit has
+   changed generation since admission: a late outcome of a call admitted
+   before a trip is never mistaken for a probe's verdict. A cancelled call
+   only gives its probe slot back (:meth:`Gate.release`).
+
+Transitions are observed through a pybreaker listener, whichever way they
+happen (our gate, ``breaker.open()`` by a user, a shared storage), and
+reported as ``circuit_state_changed`` after the lock is released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+import pybreaker
+
+from sage_resilience._events import StateChange, iso, logger
+from sage_resilience._redact import redact
+from sage_resilience.exceptions import CircuitOpenError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sage_resilience._config import PolicyConfig
+    from sage_resilience._window import SlidingWindow
+
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Gate"]
+
+CLOSED: Final = pybreaker.STATE_CLOSED
+OPEN: Final = pybreaker.STATE_OPEN
+HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
+
+#: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
+_PROBE: Final = 1
+
+_RATE_BUCKETS: Final = 60
+
+
+def _noop() -> None:
+    return None
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``"ExcType: message"`` with secrets redacted, for status and events."""
+    text = str(exc)
+    name = type(exc).__name__
+    if not text:
+        return name
+    return f"{name}: {redact(text)}"[:500]
+
+
+class _RateCounter:
+    """Counted failures in the last 60 s, in 60 one-second buckets.
+
+    Constant memory whatever the failure rate.
+    """
+
+    __slots__ = ("_counts", "_seconds")
+
+    def __init__(self) -> None:
+        self._counts = [0] * _RATE_BUCKETS
+        self._seconds = [-1] * _RATE_BUCKETS
+
+    def add(self, now: float) -> None:
+        second = int(now)
+        i = second % _RATE_BUCKETS
+        if self._seconds[i] != second:
+            self._seconds[i] = second
+            self._counts[i] = 0
+        self._counts[i] += 1
+
+    def total(self, now: float) -> int:
+        oldest = int(now) - _RATE_BUCKETS
+        return sum(
+            c
+            for c, s in zip(self._counts, self._seconds, strict=True)
+            if s > oldest
+        )
+
+    def clear(self) -> None:
+        self._counts = [0] * _RATE_BUCKETS
+        self._seconds = [-1] * _RATE_BUCKETS
+
+
+class _Listener(pybreaker.CircuitBreakerListener):
+    """Mirrors pybreaker transitions into the gate."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,  # noqa: ARG002 - pybreaker's signature
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        old = old_state.name if old_state is not None else CLOSED
+        self._gate._on_transition(old, new_state.name)
+
+
+class Gate:
+    """Admission, outcome recording and statistics for one policy.
+
+    A gate outlives configuration reloads: :meth:`reconfigure` changes the
+    thresholds of the same pybreaker breaker, so the circuit state survives.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: PolicyConfig,
+        *,
+        platform: str,
+        storage: pybreaker.CircuitBreakerStorage | None = None,
+        storage_name: str = "memory",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.platform = platform
+        self.storage_name = storage_name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: list[StateChange] = []
+        self._reason: str | None = None
+
+        # Circuit state mirrored from pybreaker (read without the lock on
+        # the hot path) and the generation, bumped on every transition.
+        self._state: str = CLOSED
+        self._generation = 0
+        self._probes = 0
+        self._probe_at = 0.0
+        self._opened_at: float | None = None
+        self._forced = False
+        # True while closed with a zero failure counter: a success then has
+        # nothing to tell pybreaker.
+        self._clean = True
+
+        # Statistics (status, metrics, events).
+        self.calls = 0
+        self.successes = 0
+        self.failures = 0
+        self.rejections = 0
+        self.retries = 0
+        self.bulkhead_rejections = 0
+        self._rejected_while_open = 0
+        self._rejection_logged = False
+        self._recent: deque[float] = deque(maxlen=5)
+        self._rate = _RateCounter()
+        self.last_failure: str | None = None
+        self.last_cause: str | None = None
+
+        # Adaptive open time (recovery_backoff).
+        self._closed_at: float | None = None
+        self.current_recovery_timeout = config.recovery_timeout
+        self.window: SlidingWindow | None = None
+
+        self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
+        self.breaker = pybreaker.CircuitBreaker(
+            fail_max=config.failure_threshold,
+            reset_timeout=config.recovery_timeout,
+            success_threshold=config.success_threshold,
+            listeners=[_Listener(self)],
+            state_storage=self._storage,
+            name=name,
+            throw_new_error_on_trip=False,
+        )
+        self.config = config
+        self.reconfigure(config)
+        self._adopt_storage_state()
+
+    # -- configuration ----------------------------------------------------
+
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """Apply new settings; the circuit state is kept."""
+        from sage_resilience._window import SlidingWindow  # noqa: PLC0415
+
+        with self._lock:
+            old = self.config
+            self.config = config
+            self.breaker.fail_max = config.failure_threshold
+            self.breaker.success_threshold = config.success_threshold
+            if (
+                old.recovery_timeout != config.recovery_timeout
+                or old.recovery_backoff != config.recovery_backoff
+                or (self.window is None and config.trip is not None)
+            ):
+                self.current_recovery_timeout = config.recovery_timeout
+            self.breaker.reset_timeout = self.current_recovery_timeout
+            if self._state == OPEN and self._opened_at is not None:
+                self._probe_at = (
+                    self._opened_at + self.current_recovery_timeout
+                )
+            trip = config.trip
+            if trip is None:
+                self.window = None
+            elif self.window is None or self.window.config != trip:
+                self.window = SlidingWindow(trip)
+            self._clean = self._state == CLOSED and not self.failure_count
+
+    def _adopt_storage_state(self) -> None:
+        """Start from what the storage holds (a persisted open circuit)."""
+        state = self._storage.state
+        if state == CLOSED:
+            return
+        opened = self._storage.opened_at
+        with self._lock:
+            self._state = state
+            self._clean = False
+            if opened is not None:
+                self._opened_at = opened.timestamp()
+                self._probe_at = (
+                    self._opened_at + self.current_recovery_timeout
+                )
+            if state == HALF_OPEN:
+                # Whoever held the probe slots is gone: start over.
+                self._probe_at = self._clock()
+                self._state = OPEN
+
+    # -- admission --------------------------------------------------------
+
+    def admit(self) -> int:
+        """Admit one attempt or raise :class:`CircuitOpenError`.
+
+        Returns:
+            The ticket to hand back to :meth:`success`, :meth:`failure` or
+            :meth:`release`.
+        """
+        self.calls += 1
+        if self._state is CLOSED:
+            return self._generation << 1
+        return self._admit_slow()
+
+    def _admit_slow(self) -> int:
+        with self._lock:
+            state = self._state
+            if state == CLOSED:
+                return self._generation << 1
+            now = self._clock()
+            if state == OPEN and not self._forced and now >= self._probe_at:
+                self._reason = "recovery_timeout_elapsed"
+                self.breaker.half_open()
+                state = self._state
+            if (
+                state == HALF_OPEN
+                and self._probes < self.config.half_open_max_calls
+            ):
+                self._probes += 1
+                ticket = self._generation << 1 | _PROBE
+            else:
+                ticket = -1
+                error = self._reject(now)
+            events = self._take_events()
+        self._emit(events)
+        if ticket < 0:
+            raise error
+        return ticket
+
+    def _reject(self, now: float) -> CircuitOpenError:
+        self.calls -= 1  # a rejection is not a call of the dependency
+        self.rejections += 1
+        if self._state == OPEN:
+            self._rejected_while_open += 1
+        retry_after = 0.0 if self._forced else max(0.0, self._probe_at - now)
+        if not self._rejection_logged and self._state == OPEN:
+            self._rejection_logged = True
+            logger.warning(
+                "call_rejected",
+                breaker=self.name,
+                retry_after=round(retry_after, 3),
+                forced=self._forced,
+            )
+        return CircuitOpenError(
+            self.name,
+            retry_after=retry_after,
+            failure_count=self.failure_count,
+            last_failure=self.last_failure,
+            last_cause=self.last_cause,
+            state=self._state,
+            forced=self._forced,
+        )
+
+    def rejecting(self) -> bool:
+        """Whether the next attempt would be refused (no side effects)."""
+        state = self._state
+        if state is CLOSED:
+            return False
+        if state == OPEN:
+            return self._forced or self._clock() < self._probe_at
+        return self._probes >= self.config.half_open_max_calls
+
+    def refusal(self) -> CircuitOpenError:
+        """The error a refused attempt gets, without counting a rejection."""
+        return CircuitOpenError(
+            self.name,
+            retry_after=0.0
+            if self._forced
+            else max(0.0, self._probe_at - self._clock()),
+            failure_count=self.failure_count,
+            last_failure=self.last_failure,
+            last_cause=self.last_cause,
+            state=self._state,
+            forced=self._forced,
+        )
+
+    # -- outcomes ---------------------------------------------------------
+
+    def success(self, ticket: int, duration: float = 0.0) -> None:
+        """Record a success (or an ignored exception) of an admitted call."""
+        self.successes += 1
+        window = self.window
+        if window is None and ticket == self._generation << 1 and self._clean:
+            return
+        with self._lock:
+            if ticket >> 1 != self._generation:
+                return  # a late outcome from an earlier circuit generation
+            if ticket & _PROBE:
+                self._probes -= 1
+                self._reason = "probe_succeeded"
+            elif window is not None and self._window_verdict(
+                window, failed=False, duration=duration
+            ):
+                self._reason = self._window_reason
+                self.breaker.open()
+            if self._state != OPEN:
+                self.breaker.call(_noop)
+                self._clean = self._state == CLOSED
+            events = self._take_events()
+        self._emit(events)
+
+    def failure(
+        self,
+        ticket: int,
+        exc: BaseException,
+        cause: str | None = None,
+        duration: float = 0.0,
+    ) -> None:
+        """Record a counted failure of an admitted call."""
+        now = self._clock()
+        with self._lock:
+            self.failures += 1
+            self._recent.append(now)
+            self._rate.add(now)
+            self.last_failure = describe_failure(exc)
+            self.last_cause = cause
+            if ticket >> 1 != self._generation:
+                return  # late: the circuit has moved on without it
+            self._clean = False
+            if ticket & _PROBE:
+                self._probes -= 1
+                self._reason = "probe_failed"
+            else:
+                self._reason = "consecutive_failures"
+            # pybreaker counts it (and may open), then re-raises it.
+            with contextlib.suppress(BaseException):
+                self.breaker.call(_raise, exc)
+            window = self.window
+            if (
+                window is not None
+                and not ticket & _PROBE
+                and self._state == CLOSED
+                and self._window_verdict(
+                    window, failed=True, duration=duration
+                )
+            ):
+                self._reason = self._window_reason
+                self.breaker.open()
+            events = self._take_events()
+        self._emit(events)
+
+    def release(self, ticket: int) -> None:
+        """Give back the probe slot of a cancelled call; nothing is counted."""
+        self.calls -= 1
+        if not ticket & _PROBE:
+            return
+        with self._lock:
+            if ticket >> 1 == self._generation:
+                self._probes -= 1
+
+    _window_reason = "failure_rate"
+
+    def _window_verdict(
+        self, window: SlidingWindow, *, failed: bool, duration: float
+    ) -> bool:
+        """Record into the rate window; True when it says: open."""
+        reason = window.record(self._clock(), failed=failed, duration=duration)
+        if reason is None:
+            return False
+        self._window_reason = reason
+        return True
+
+    # -- operator controls -------------------------------------------------
+
+    def force_open(self) -> None:
+        """Open until :meth:`force_close`; no automatic half-open."""
+        with self._lock:
+            self._forced = True
+            self._reason = "forced"
+            if self._state == OPEN:
+                self._probe_at = float("inf")
+            else:
+                self.breaker.open()
+            events = self._take_events()
+        self._emit(events)
+
+    def force_close(self, reason: str = "forced") -> None:
+        """Close the circuit (also ends a forced open)."""
+        with self._lock:
+            self._forced = False
+            self._reason = reason
+            if self._state != CLOSED:
+                self.breaker.close()
+            events = self._take_events()
+        self._emit(events)
+
+    def reset(self) -> None:
+        """Close and clear every counter and statistic."""
+        self.force_close(reason="reset")
+        with self._lock:
+            self._storage.reset_counter()
+            self._storage.reset_success_counter()
+            self._clean = True
+            self.calls = self.successes = self.failures = 0
+            self.rejections = self.retries = self.bulkhead_rejections = 0
+            self._rejected_while_open = 0
+            self._recent.clear()
+            self._rate.clear()
+            self.last_failure = self.last_cause = None
+            self.current_recovery_timeout = self.config.recovery_timeout
+            self.breaker.reset_timeout = self.current_recovery_timeout
+            self._closed_at = None
+            if self.window is not None:
+                self.window.clear()
+
+    # -- transitions --------------------------------------------------------
+
+    def _on_transition(self, old: str, new: str) -> None:
+        """Called by pybreaker (under our lock when we caused it)."""
+        now = self._clock()
+        reason = self._reason or "external"
+        self._reason = None
+        self._generation += 1
+        self._probes = 0
+        rejected: int | None = None
+        if old == OPEN:
+            rejected = self._rejected_while_open
+        if new == OPEN:
+            self._grow_recovery_timeout(old, now, reason)
+            self._opened_at = now
+            self._probe_at = (
+                float("inf")
+                if self._forced
+                else now + self.current_recovery_timeout
+            )
+            self._rejected_while_open = 0
+            self._rejection_logged = False
+            self._clean = False
+        elif new == CLOSED:
+            self._opened_at = None
+            self._closed_at = now
+            self._clean = True
+        else:
+            self._clean = False
+        if self.window is not None:
+            self.window.clear()
+        self._state = new
+        self._pending.append(
+            StateChange(
+                breaker=self.name,
+                old_state=old,
+                new_state=new,
+                reason=reason,
+                failure_count=self.failure_count,
+                failure_threshold=self.config.failure_threshold,
+                recovery_timeout=self.current_recovery_timeout,
+                recent_failures=tuple(self._recent),
+                failure_rate_per_min=self._rate.total(now),
+                last_failure=self.last_failure,
+                last_cause=self.last_cause,
+                rejected_while_open=rejected,
+                platform=self.platform,
+            )
+        )
+
+    def _grow_recovery_timeout(
+        self, old: str, now: float, reason: str
+    ) -> None:
+        backoff = self.config.recovery_backoff
+        base = self.config.recovery_timeout
+        if backoff is None or reason == "forced":
+            self.current_recovery_timeout = base
+        else:
+            stable = base * backoff.multiplier
+            retrip = old == HALF_OPEN or (
+                self._closed_at is not None and now - self._closed_at < stable
+            )
+            self.current_recovery_timeout = (
+                min(
+                    self.current_recovery_timeout * backoff.multiplier,
+                    backoff.max,
+                )
+                if retrip
+                else base
+            )
+        self.breaker.reset_timeout = self.current_recovery_timeout
+
+    def _take_events(self) -> list[StateChange]:
+        self._reason = None
+        if not self._pending:
+            return self._pending
+        events, self._pending = self._pending, []
+        return events
+
+    @staticmethod
+    def _emit(events: list[StateChange]) -> None:
+        for event in events:
+            event.emit()
+
+    # -- status -------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"``."""
+        return self._state
+
+    @property
+    def forced(self) -> bool:
+        """Whether an operator forced the circuit open."""
+        return self._forced
+
+    @property
+    def failure_count(self) -> int:
+        """Consecutive counted failures held by pybreaker's storage."""
+        return int(self._storage.counter)
+
+    def retry_after(self) -> float:
+        """Seconds until a probe is allowed (0 unless open)."""
+        if self._state != OPEN or self._forced:
+            return 0.0
+        return max(0.0, self._probe_at - self._clock())
+
+    def status(self) -> dict[str, Any]:
+        """The status entry of contract section 6."""
+        now = self._clock()
+        with self._lock:
+            window = self.window
+            entry: dict[str, Any] = {
+                "name": self.name,
+                "state": self._state,
+                "forced": self._forced,
+                "failure_count": self.failure_count,
+                "failure_threshold": self.config.failure_threshold,
+                "recovery_timeout": self.config.recovery_timeout,
+                "current_recovery_timeout": self.current_recovery_timeout,
+                "success_threshold": self.config.success_threshold,
+                "half_open_max_calls": self.config.half_open_max_calls,
+                "opened_at": iso(self._opened_at)
+                if self._state != CLOSED
+                else None,
+                "retry_after": round(self.retry_after(), 3),
+                "recent_failures": [iso(t) for t in self._recent],
+                "failure_rate_per_min": self._rate.total(now),
+                "last_failure": self.last_failure,
+                "last_cause": self.last_cause,
+                "calls": self.calls,
+                "successes": self.successes,
+                "failures": self.failures,
+                "rejections": self.rejections,
+                "retries": self.retries,
+                "bulkhead_rejections": self.bulkhead_rejections,
+                "storage": self.storage_name,
+                "window": window.figures(now) if window is not None else None,
+                "critical": self.config.critical,
+            }
+        return entry

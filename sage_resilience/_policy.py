@@ -1,0 +1,669 @@
+"""Policy: one dependency's breaker, retries, timeout, bulkhead and chaos.
+
+The success path of a call is: admit (one attribute read while closed),
+call, record (one comparison while nothing failed). Retries, diagnosis and
+tenacity objects are entered only after a first counted failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from sage_resilience._breaker import Gate
+from sage_resilience._classify import COUNTED, IGNORED, Classifier
+from sage_resilience._events import logger
+from sage_resilience._redact import redact
+from sage_resilience._retry import RetryPlan, sync_sleep
+from sage_resilience.exceptions import (
+    BulkheadFullError,
+    ChaosError,
+    CircuitOpenError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+
+    import pybreaker
+    import tenacity
+
+    from sage_resilience._config import PolicyConfig
+
+__all__ = ["Policy"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _cause_of(exc: BaseException, kind: str | None) -> str | None:
+    """The diagnosis code of a failure, for ``last_cause``; never raises."""
+    try:
+        from sage_resilience._diagnose import cause_of  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - diagnosis is part of the package
+        return None
+    try:
+        cause: str | None = cause_of(exc, kind=kind)
+    except Exception:  # pragma: no cover - diagnosis must not break calls
+        return None
+    return cause
+
+
+class _Bulkhead:
+    """At most ``limit`` attempts in flight, async and sync alike.
+
+    Async callers wait on futures (no thread blocked); sync callers on a
+    condition. One counter serves both.
+    """
+
+    __slots__ = ("_cond", "_in_flight", "_waiters", "limit", "max_wait")
+
+    def __init__(self, limit: int, max_wait: float) -> None:
+        self.limit = limit
+        self.max_wait = max_wait
+        self._in_flight = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters: list[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = []
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _try_take(self) -> bool:
+        if self._in_flight < self.limit:
+            self._in_flight += 1
+            return True
+        return False
+
+    async def acquire_async(self) -> bool:
+        with self._cond:
+            if self._try_take():
+                return True
+            if self.max_wait <= 0:
+                return False
+            loop = asyncio.get_running_loop()
+            entry = (loop, loop.create_future())
+            self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(self.max_wait):
+                await entry[1]
+        except TimeoutError:
+            return self._abandon(entry)
+        except BaseException:
+            if self._abandon(entry):
+                self.release()
+            raise
+        return True
+
+    def _abandon(
+        self, entry: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+    ) -> bool:
+        """Stop waiting; True when release() had already handed us a slot.
+
+        A slot belongs to the waiter that release() took off the list,
+        whether or not the hand-over callback has run yet.
+        """
+        with self._cond:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+                return False
+        return True
+
+    def acquire_sync(self) -> bool:
+        with self._cond:
+            if self._try_take():
+                return True
+            if self.max_wait <= 0:
+                return False
+            deadline = time.monotonic() + self.max_wait
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    return self._try_take()
+                if self._try_take():
+                    return True
+
+    def release(self) -> None:
+        with self._cond:
+            # Hand the slot straight to a waiting coroutine, if any: from
+            # now on the slot is that waiter's (see _abandon).
+            while self._waiters:
+                loop, waiter = self._waiters.pop(0)
+                try:
+                    loop.call_soon_threadsafe(_hand_over, waiter)
+                except RuntimeError:  # its loop is closed
+                    continue
+                return
+            self._in_flight -= 1
+            self._cond.notify()
+
+
+def _hand_over(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Settings:
+    """What one configuration means for calls; swapped whole on reload."""
+
+    __slots__ = (
+        "attempts",
+        "bulkhead",
+        "chaos",
+        "classify",
+        "config",
+        "deadline",
+        "plain",
+        "plan",
+        "timed",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: PolicyConfig,
+        record: tuple[type[BaseException], ...] | None = None,
+        previous: _Settings | None = None,
+    ) -> None:
+        self.config = config
+        self.classify = Classifier(config, name=name, record=record)
+        self.timeout = config.timeout
+        self.plan = RetryPlan(config.retry)
+        self.attempts = config.retry.attempts
+        self.deadline = config.retry.deadline
+        trip = config.trip
+        self.timed = trip is not None and trip.slow_call_duration is not None
+        self.chaos = config.chaos if config.chaos.enabled else None
+        if config.max_concurrency is None:
+            self.bulkhead = None
+        elif (
+            previous is not None
+            and previous.bulkhead is not None
+            and previous.bulkhead.limit == config.max_concurrency
+        ):
+            self.bulkhead = previous.bulkhead
+            self.bulkhead.max_wait = config.max_wait
+        else:
+            self.bulkhead = _Bulkhead(config.max_concurrency, config.max_wait)
+        self.plain = not (
+            self.timed or self.chaos or self.bulkhead or self.deadline
+        )
+
+
+class Policy:
+    """The resilience policy of one dependency.
+
+    Use it as a decorator on ``async def`` and plain functions, or call
+    through it with :meth:`acall` / :meth:`call`. Obtain policies with
+    :func:`sage_resilience.policy`; a policy object stays valid across
+    configuration reloads and follows them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: PolicyConfig,
+        *,
+        platform: str = "linux",
+        storage: pybreaker.CircuitBreakerStorage | None = None,
+        storage_name: str = "memory",
+        record: tuple[type[BaseException], ...] | None = None,
+    ) -> None:
+        self.name = name
+        self._record = record
+        self._s = _Settings(name, config, record)
+        self._gate = Gate(
+            name,
+            config,
+            platform=platform,
+            storage=storage,
+            storage_name=storage_name,
+        )
+        if self._s.chaos is not None:
+            _warn_chaos(name, config)
+
+    # -- configuration ------------------------------------------------------
+
+    def _prepare(self, config: PolicyConfig) -> _Settings:
+        """Validate a new configuration without applying it."""
+        return _Settings(self.name, config, self._record, self._s)
+
+    def _commit(self, settings: _Settings, platform: str) -> None:
+        was_chaos = self._s.chaos is not None
+        self._s = settings
+        self._gate.platform = platform
+        self._gate.reconfigure(settings.config)
+        if settings.chaos is not None and (
+            not was_chaos or settings.chaos != settings.config.chaos
+        ):
+            _warn_chaos(self.name, settings.config)
+
+    @property
+    def config(self) -> PolicyConfig:
+        """The resolved configuration in force."""
+        return self._s.config
+
+    @property
+    def breaker(self) -> pybreaker.CircuitBreaker:
+        """The underlying ``pybreaker.CircuitBreaker`` (source of truth)."""
+        return self._gate.breaker
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"``."""
+        return self._gate.state
+
+    def status(self) -> dict[str, Any]:
+        """This policy's status entry (contract section 6)."""
+        entry = self._gate.status()
+        bulkhead = self._s.bulkhead
+        entry["in_flight"] = bulkhead.in_flight if bulkhead else None
+        entry["platform"] = self._gate.platform
+        return entry
+
+    def open(self) -> None:
+        """Force the circuit open until :meth:`close` (no half-open)."""
+        self._gate.force_open()
+
+    def close(self) -> None:
+        """Close the circuit (also ends a forced open)."""
+        self._gate.force_close()
+
+    def reset(self) -> None:
+        """Close the circuit and clear every counter."""
+        self._gate.reset()
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.name!r} state={self.state!r}>"
+
+    # -- decorator ----------------------------------------------------------
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a function so every call goes through the policy."""
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            msg = (
+                f"policy {self.name!r} cannot wrap generator function "
+                f"{fn.__qualname__}: wrap the call that opens the stream"
+            )
+            raise TypeError(msg)
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.acall(fn, *args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    # -- async --------------------------------------------------------------
+
+    async def acall(
+        self,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Await ``fn(*args, **kwargs)`` under the policy.
+
+        Raises:
+            CircuitOpenError: The circuit refused the call; ``fn`` was not
+                called. Its ``__cause__`` is this call's last failure when
+                retrying stopped because the circuit opened.
+            BulkheadFullError: Too many calls in flight.
+            TimeoutError: An attempt exceeded ``timeout``.
+            Exception: The dependency's own error once retries ran out.
+        """
+        s = self._s
+        if not s.plain:
+            return await self._acall_full(s, fn, args, kwargs)
+        gate = self._gate
+        ticket = gate.admit()
+        try:
+            if s.timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                async with asyncio.timeout(s.timeout):
+                    result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            error: BaseException = exc
+        else:
+            gate.success(ticket)
+            return result
+        self._settle(s, ticket, error, 0.0, 1)
+        return await self._aretry(s, error, fn, args, kwargs)
+
+    async def _attempt_async(
+        self,
+        s: _Settings,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        number: int,
+    ) -> T:
+        """One attempt with every feature: bulkhead, chaos, slow timing."""
+        gate = self._gate
+        ticket = gate.admit()
+        bulkhead = s.bulkhead
+        if bulkhead is not None:
+            started_wait = time.monotonic()
+            if not await bulkhead.acquire_async():
+                gate.release(ticket)
+                gate.bulkhead_rejections += 1
+                raise BulkheadFullError(
+                    self.name,
+                    bulkhead.limit,
+                    time.monotonic() - started_wait,
+                )
+        started = time.perf_counter()
+        try:
+            try:
+                if s.timeout is None:
+                    if s.chaos is not None:
+                        await self._inject_async(s)
+                    result = await fn(*args, **kwargs)
+                else:
+                    async with asyncio.timeout(s.timeout):
+                        if s.chaos is not None:
+                            await self._inject_async(s)
+                        result = await fn(*args, **kwargs)
+            finally:
+                if bulkhead is not None:
+                    bulkhead.release()
+        except BaseException as exc:
+            error: BaseException = exc
+        else:
+            gate.success(ticket, time.perf_counter() - started)
+            return result
+        self._settle(s, ticket, error, time.perf_counter() - started, number)
+        raise error
+
+    async def _acall_full(
+        self,
+        s: _Settings,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        started = time.monotonic()
+        try:
+            return await self._attempt_async(s, fn, args, kwargs, 1)
+        except BaseException as exc:
+            error: BaseException = exc
+        return await self._aretry(s, error, fn, args, kwargs, started)
+
+    async def _aretry(
+        self,
+        s: _Settings,
+        first: BaseException,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: float | None = None,
+    ) -> T:
+        """Attempts 2..N through tenacity; attempt 1 already failed."""
+        if not self._retryable(s, first):
+            raise first
+        if started is None:
+            started = time.monotonic()
+        last = [first]
+        attempted = False
+
+        async def attempt() -> T:
+            nonlocal attempted
+            if not attempted:
+                attempted = True
+                raise first  # replays attempt 1 so tenacity counts it
+            try:
+                return await self._attempt_async(
+                    s, fn, args, kwargs, len(last) + 1
+                )
+            except CircuitOpenError as refused:
+                if refused.__cause__ is None:
+                    refused.__cause__ = last[-1]
+                raise
+            except BaseException as exc:
+                last.append(exc)
+                raise
+
+        retrying = s.plan.async_retrying(**self._hooks(s, started))
+        result: T = await retrying(attempt)
+        return result
+
+    async def _inject_async(self, s: _Settings) -> None:
+        chaos = s.chaos
+        assert chaos is not None
+        if chaos.latency and random.random() < chaos.latency_rate:  # noqa: S311
+            logger.info(
+                "chaos_injected",
+                breaker=self.name,
+                fault="latency",
+                latency=chaos.latency,
+            )
+            await asyncio.sleep(chaos.latency)
+        if random.random() < chaos.failure_rate:  # noqa: S311
+            logger.info("chaos_injected", breaker=self.name, fault="error")
+            raise ChaosError(self.name)
+
+    # -- sync ---------------------------------------------------------------
+
+    def call(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Call ``fn(*args, **kwargs)`` under the policy.
+
+        ``timeout`` is not enforced on sync calls (a thread cannot be
+        interrupted): integrations pass it on to their client.
+
+        Raises:
+            CircuitOpenError: The circuit refused the call.
+            BulkheadFullError: Too many calls in flight.
+            Exception: The dependency's own error once retries ran out.
+        """
+        s = self._s
+        started = time.monotonic() if s.deadline else 0.0
+        try:
+            return self._attempt_sync(s, fn, args, kwargs, 1)
+        except BaseException as exc:
+            error: BaseException = exc
+        if not self._retryable(s, error):
+            raise error
+        return self._retry_sync(s, error, fn, args, kwargs, started)
+
+    def _attempt_sync(
+        self,
+        s: _Settings,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        number: int,
+    ) -> T:
+        gate = self._gate
+        ticket = gate.admit()
+        bulkhead = s.bulkhead
+        if bulkhead is not None:
+            started_wait = time.monotonic()
+            if not bulkhead.acquire_sync():
+                gate.release(ticket)
+                gate.bulkhead_rejections += 1
+                raise BulkheadFullError(
+                    self.name,
+                    bulkhead.limit,
+                    time.monotonic() - started_wait,
+                )
+        started = time.perf_counter() if s.timed else 0.0
+        try:
+            try:
+                if s.chaos is not None:
+                    self._inject_sync(s)
+                result = fn(*args, **kwargs)
+            finally:
+                if bulkhead is not None:
+                    bulkhead.release()
+        except BaseException as exc:
+            error: BaseException = exc
+        else:
+            if s.timed:
+                gate.success(ticket, time.perf_counter() - started)
+            else:
+                gate.success(ticket)
+            return result
+        duration = time.perf_counter() - started if s.timed else 0.0
+        self._settle(s, ticket, error, duration, number)
+        raise error
+
+    def _retry_sync(
+        self,
+        s: _Settings,
+        first: BaseException,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: float,
+    ) -> T:
+        last = [first]
+        attempted: list[bool] = []
+
+        def attempt() -> T:
+            if not attempted:
+                attempted.append(True)
+                raise first
+            try:
+                return self._attempt_sync(s, fn, args, kwargs, len(last) + 1)
+            except CircuitOpenError as refused:
+                if refused.__cause__ is None:
+                    refused.__cause__ = last[-1]
+                raise
+            except BaseException as exc:
+                last.append(exc)
+                raise
+
+        retrying = s.plan.retrying(**self._hooks(s, started))
+        result: T = retrying(attempt)
+        return result
+
+    def _inject_sync(self, s: _Settings) -> None:
+        chaos = s.chaos
+        assert chaos is not None
+        if chaos.latency and random.random() < chaos.latency_rate:  # noqa: S311
+            logger.info(
+                "chaos_injected",
+                breaker=self.name,
+                fault="latency",
+                latency=chaos.latency,
+            )
+            sync_sleep(chaos.latency)
+        if random.random() < chaos.failure_rate:  # noqa: S311
+            logger.info("chaos_injected", breaker=self.name, fault="error")
+            raise ChaosError(self.name)
+
+    # -- shared failure handling --------------------------------------------
+
+    def _settle(
+        self,
+        s: _Settings,
+        ticket: int,
+        error: BaseException,
+        duration: float,
+        number: int,
+    ) -> None:
+        """Record a failed attempt.
+
+        Raises a refusal (from *error*) when the circuit is now open and
+        attempts were left: retrying stops at once.
+        """
+        verdict = s.classify(error)
+        gate = self._gate
+        if verdict == COUNTED:
+            gate.failure(
+                ticket, error, _cause_of(error, s.config.kind), duration
+            )
+            if number < s.attempts and gate.rejecting():
+                refusal = gate.refusal()
+                raise refusal from error
+        elif verdict == IGNORED:
+            gate.success(ticket, duration)
+        else:
+            gate.release(ticket)
+
+    def _retryable(self, s: _Settings, error: BaseException) -> bool:
+        return s.attempts > 1 and s.classify(error) == COUNTED
+
+    def _hooks(self, s: _Settings, started: float) -> dict[str, Any]:
+        gate = self._gate
+        name = self.name
+
+        def should_retry(exc: BaseException) -> bool:
+            return s.classify(exc) == COUNTED
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            gate.retries += 1
+            outcome = rs.outcome
+            exc = outcome.exception() if outcome is not None else None
+            logger.info(
+                "retry_scheduled",
+                breaker=name,
+                attempt=rs.attempt_number,
+                max_attempts=s.attempts,
+                wait=round(rs.upcoming_sleep, 3),
+                error=_describe(exc),
+            )
+
+        def exhausted(rs: tenacity.RetryCallState) -> Any:
+            outcome = rs.outcome
+            assert outcome is not None
+            logger.warning(
+                "retry_exhausted",
+                breaker=name,
+                attempts=rs.attempt_number,
+                error=_describe(outcome.exception()),
+            )
+            return outcome.result()  # re-raises the last error
+
+        return {
+            "started": started,
+            "should_retry": should_retry,
+            "before_sleep": before_sleep,
+            "exhausted": exhausted,
+        }
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {redact(text)}"[:500] if text else name
+
+
+def _warn_chaos(name: str, config: PolicyConfig) -> None:
+    chaos = config.chaos
+    logger.warning(
+        "chaos_enabled",
+        breaker=name,
+        failure_rate=chaos.failure_rate,
+        latency=chaos.latency,
+        latency_rate=chaos.latency_rate,
+    )

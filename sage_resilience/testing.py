@@ -1,0 +1,47 @@
+"""Helpers for testing code that uses sage_resilience.
+
+* :func:`set_testing` removes the sleeps between retries (attempts still
+  happen, events are still logged), so a test of a 3-attempt policy takes
+  no backoff time.
+* :func:`capture_events` collects the library's structlog events.
+* :func:`reset` forgets the registry so each test starts from scratch.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from structlog.testing import capture_logs
+
+from sage_resilience._registry import reset_registry
+from sage_resilience._retry import SLEEPING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, MutableMapping
+
+__all__ = ["capture_events", "is_testing", "reset", "set_testing"]
+
+
+def set_testing(testing: bool) -> None:
+    """Turn the testing mode (no sleeps between retries) on or off."""
+    SLEEPING.enabled = not testing
+
+
+def is_testing() -> bool:
+    """Whether the testing mode is on."""
+    return not SLEEPING.enabled
+
+
+@contextlib.contextmanager
+def capture_events() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Collect every structlog event logged inside the block."""
+    with capture_logs() as events:
+        yield events
+
+
+def reset() -> None:
+    """Forget every policy and the configuration in force."""
+    reset_registry()
