@@ -36,7 +36,7 @@ import pybreaker
 
 from sage_resilience._events import StateChange, iso, logger
 from sage_resilience._redact import redact
-from sage_resilience.exceptions import CircuitOpenError
+from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -145,6 +145,7 @@ class Gate:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: list[StateChange] = []
+        self._refusal_info: RefusalInfo | None = None
         self._reason: str | None = None
 
         # Circuit state mirrored from pybreaker (read without the lock on
@@ -249,15 +250,22 @@ class Gate:
             The ticket to hand back to :meth:`success`, :meth:`failure` or
             :meth:`release`.
         """
-        self.calls += 1
-        if self._state is CLOSED:
+        state = self._state
+        if state is CLOSED:
+            self.calls += 1
             return self._generation << 1
+        if state is OPEN:
+            # Refusing needs no lock: nothing but counters changes.
+            now = self._clock()
+            if self._forced or now < self._probe_at:
+                raise self._reject(now)
         return self._admit_slow()
 
     def _admit_slow(self) -> int:
         with self._lock:
             state = self._state
             if state == CLOSED:
+                self.calls += 1
                 return self._generation << 1
             now = self._clock()
             if state == OPEN and not self._forced and now >= self._probe_at:
@@ -269,6 +277,7 @@ class Gate:
                 and self._probes < self.config.half_open_max_calls
             ):
                 self._probes += 1
+                self.calls += 1
                 ticket = self._generation << 1 | _PROBE
             else:
                 ticket = -1
@@ -280,7 +289,6 @@ class Gate:
         return ticket
 
     def _reject(self, now: float) -> CircuitOpenError:
-        self.calls -= 1  # a rejection is not a call of the dependency
         self.rejections += 1
         if self._state == OPEN:
             self._rejected_while_open += 1
@@ -293,15 +301,17 @@ class Gate:
                 retry_after=round(retry_after, 3),
                 forced=self._forced,
             )
-        return CircuitOpenError(
-            self.name,
-            retry_after=retry_after,
-            failure_count=self.failure_count,
-            last_failure=self.last_failure,
-            last_cause=self.last_cause,
-            state=self._state,
-            forced=self._forced,
-        )
+        info = self._refusal_info
+        if info is None:
+            info = self._refusal_info = RefusalInfo(
+                self.name,
+                self.failure_count,
+                self.last_failure,
+                self.last_cause,
+                self._state,
+                self._forced,
+            )
+        return CircuitOpenError._from_info(info, retry_after)
 
     def rejecting(self) -> bool:
         """Whether the next attempt would be refused (no side effects)."""
@@ -316,9 +326,7 @@ class Gate:
         """The error a refused attempt gets, without counting a rejection."""
         return CircuitOpenError(
             self.name,
-            retry_after=0.0
-            if self._forced
-            else max(0.0, self._probe_at - self._clock()),
+            retry_after=self.retry_after(),
             failure_count=self.failure_count,
             last_failure=self.last_failure,
             last_cause=self.last_cause,
@@ -366,6 +374,7 @@ class Gate:
             self._rate.add(now)
             self.last_failure = describe_failure(exc)
             self.last_cause = cause
+            self._refusal_info = None
             if ticket >> 1 != self._generation:
                 return  # late: the circuit has moved on without it
             self._clean = False
@@ -421,6 +430,7 @@ class Gate:
             self._reason = "forced"
             if self._state == OPEN:
                 self._probe_at = float("inf")
+                self._refusal_info = None
             else:
                 self.breaker.open()
             events = self._take_events()
@@ -464,6 +474,7 @@ class Gate:
         self._reason = None
         self._generation += 1
         self._probes = 0
+        self._refusal_info = None
         rejected: int | None = None
         if old == OPEN:
             rejected = self._rejected_while_open

@@ -13,7 +13,8 @@ import inspect
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+import weakref
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from sage_resilience._breaker import Gate
 from sage_resilience._classify import COUNTED, IGNORED, Classifier
@@ -142,6 +143,90 @@ class _Bulkhead:
                 return
             self._in_flight -= 1
             self._cond.notify()
+
+
+#: Attempt timeouts fire at most this late (seconds).
+TIMEOUT_RESOLUTION: Final = 0.005
+
+
+class _Expiry:
+    """One timed attempt: the task to cancel and the bucket it waits in."""
+
+    __slots__ = ("bucket", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+        self.bucket: dict[_Expiry, None] | None = None
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+class _TimeoutWheel:
+    """Attempt timeouts of one event loop, grouped in 5 ms buckets.
+
+    ``asyncio.timeout`` schedules (and cancels) one timer per call, which
+    costs more than the whole breaker; here one timer serves every attempt
+    whose deadline falls in the same bucket.
+    """
+
+    __slots__ = ("_buckets", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buckets: dict[int, dict[_Expiry, None]] = {}
+
+    def add(self, expiry: _Expiry, timeout: float) -> None:
+        loop = self._loop
+        tick = int((loop.time() + timeout) / TIMEOUT_RESOLUTION) + 1
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = {}
+            loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
+        bucket[expiry] = None
+        expiry.bucket = bucket
+
+    def _fire(self, tick: int) -> None:
+        for expiry in self._buckets.pop(tick, ()):
+            expiry.fire()
+
+
+_wheels: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, _TimeoutWheel
+] = weakref.WeakKeyDictionary()
+
+
+async def _within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC109
+    """Await *awaitable*; raise ``TimeoutError`` after *timeout* seconds.
+
+    Same semantics as ``asyncio.timeout`` (an outside cancellation that
+    races the expiry still wins); the expiry is late by at most
+    ``TIMEOUT_RESOLUTION``.
+    """
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - awaited outside a task
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    loop = task.get_loop()
+    wheel = _wheels.get(loop)
+    if wheel is None:
+        wheel = _wheels[loop] = _TimeoutWheel(loop)
+    expiry = _Expiry(task)
+    cancelling = task.cancelling()
+    wheel.add(expiry, timeout)
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        if expiry.fired and task.uncancel() <= cancelling:
+            raise TimeoutError from exc
+        raise
+    finally:
+        if not expiry.fired:
+            bucket = expiry.bucket
+            if bucket is not None:
+                bucket.pop(expiry, None)
 
 
 def _hand_over(waiter: asyncio.Future[None]) -> None:
@@ -345,8 +430,7 @@ class Policy:
             if s.timeout is None:
                 result = await fn(*args, **kwargs)
             else:
-                async with asyncio.timeout(s.timeout):
-                    result = await fn(*args, **kwargs)
+                result = await _within(s.timeout, fn(*args, **kwargs))
         except BaseException as exc:
             error: BaseException = exc
         else:
@@ -385,10 +469,9 @@ class Policy:
                         await self._inject_async(s)
                     result = await fn(*args, **kwargs)
                 else:
-                    async with asyncio.timeout(s.timeout):
-                        if s.chaos is not None:
-                            await self._inject_async(s)
-                        result = await fn(*args, **kwargs)
+                    result = await _within(
+                        s.timeout, self._chaotic(s, fn, args, kwargs)
+                    )
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
@@ -452,6 +535,18 @@ class Policy:
         result: T = await retrying(attempt)
         return result
 
+    async def _chaotic(
+        self,
+        s: _Settings,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """The call, preceded by injected faults when chaos is on."""
+        if s.chaos is not None:
+            await self._inject_async(s)
+        return await fn(*args, **kwargs)
+
     async def _inject_async(self, s: _Settings) -> None:
         chaos = s.chaos
         assert chaos is not None
@@ -484,8 +579,9 @@ class Policy:
         """
         s = self._s
         started = time.monotonic() if s.deadline else 0.0
+        ticket = self._gate.admit()
         try:
-            return self._attempt_sync(s, fn, args, kwargs, 1)
+            return self._attempt_sync(s, fn, args, kwargs, 1, ticket)
         except BaseException as exc:
             error: BaseException = exc
         if not self._retryable(s, error):
@@ -499,9 +595,11 @@ class Policy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         number: int,
+        ticket: int | None = None,
     ) -> T:
         gate = self._gate
-        ticket = gate.admit()
+        if ticket is None:
+            ticket = gate.admit()
         bulkhead = s.bulkhead
         if bulkhead is not None:
             started_wait = time.monotonic()

@@ -22,7 +22,7 @@ its ``__cause__`` is that failure.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pybreaker
 
@@ -36,6 +36,17 @@ __all__ = [
     "ConfigError",
     "UnknownPolicyError",
 ]
+
+
+class RefusalInfo(NamedTuple):
+    """What a :class:`CircuitOpenError` reports, shared by many refusals."""
+
+    policy: str
+    failure_count: int
+    last_failure: str | None
+    last_cause: str | None
+    state: str
+    forced: bool
 
 
 class CircuitOpenError(pybreaker.CircuitBreakerError):
@@ -58,6 +69,12 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
     .. versionadded:: 0.1.0
     """
 
+    # The facts live in one shared, immutable tuple per circuit episode,
+    # so refusing a call costs two attribute writes; the message is built
+    # only when someone reads it.
+    _info: RefusalInfo
+    _retry_after: float
+
     def __init__(
         self,
         policy: str,
@@ -69,16 +86,57 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         state: str = "open",
         forced: bool = False,
     ) -> None:
-        self.policy = policy
-        self.retry_after = max(0.0, retry_after)
-        self.failure_count = failure_count
-        self.last_failure = last_failure
-        self.last_cause = last_cause
-        self.state = state
-        self.forced = forced
-        super().__init__(self._message())
+        super().__init__()
+        self._info = RefusalInfo(
+            policy, failure_count, last_failure, last_cause, state, forced
+        )
+        self._retry_after = max(0.0, retry_after)
 
-    def _message(self) -> str:
+    @classmethod
+    def _from_info(
+        cls, info: RefusalInfo, retry_after: float
+    ) -> CircuitOpenError:
+        error = cls.__new__(cls)
+        error._info = info
+        error._retry_after = retry_after
+        return error
+
+    @property
+    def policy(self) -> str:
+        """The policy's name."""
+        return self._info.policy
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a probe call will be allowed (>= 0)."""
+        return self._retry_after
+
+    @property
+    def failure_count(self) -> int:
+        """Consecutive counted failures recorded so far."""
+        return self._info.failure_count
+
+    @property
+    def last_failure(self) -> str | None:
+        """``"ExcType: message"`` of the last counted failure, or None."""
+        return self._info.last_failure
+
+    @property
+    def last_cause(self) -> str | None:
+        """The diagnosis code of the last failure, or None."""
+        return self._info.last_cause
+
+    @property
+    def state(self) -> str:
+        """The circuit state that refused the call."""
+        return self._info.state
+
+    @property
+    def forced(self) -> bool:
+        """Whether an operator forced the circuit open."""
+        return self._info.forced
+
+    def __str__(self) -> str:
         if self.forced:
             why = "was opened by an operator"
             when = "until it is closed by hand"
