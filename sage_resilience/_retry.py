@@ -54,7 +54,7 @@ class _WaitRetryAfterOrBackoff(wait_base):
         self._cap = backoff.max
         self._respect = config.respect_retry_after
         self._backoff = tenacity.wait_exponential_jitter(
-            initial=backoff.initial,
+            multiplier=backoff.initial,
             max=backoff.max,
             exp_base=backoff.multiplier,
             jitter=backoff.jitter,
@@ -68,6 +68,23 @@ class _WaitRetryAfterOrBackoff(wait_base):
             if asked is not None:
                 return min(asked, self._cap)
         return float(self._backoff(retry_state))
+
+
+class _StopBeforeDeadline(tenacity.stop.stop_base):
+    """Stop when the next sleep would end past the deadline.
+
+    Time counts from the first attempt's start; sleeps skipped by the
+    testing mode count as if they had happened, so tests see the same
+    number of attempts as production.
+    """
+
+    def __init__(self, deadline: float, started: float) -> None:
+        self._deadline = deadline
+        self._started = started
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        elapsed = max(time.monotonic() - self._started, retry_state.idle_for)
+        return elapsed + retry_state.upcoming_sleep > self._deadline
 
 
 class RetryPlan:
@@ -92,8 +109,7 @@ class RetryPlan:
             self.attempts
         )
         if self.deadline is not None:
-            left = self.deadline - (time.monotonic() - started)
-            stop = stop | tenacity.stop_before_delay(max(0.0, left))
+            stop = stop | _StopBeforeDeadline(self.deadline, started)
         return {
             "stop": stop,
             "wait": self.wait,
