@@ -12,7 +12,11 @@ overrides, and reports every state change as a structlog event::
 
 from __future__ import annotations
 
-from sage_resilience._config import PolicyConfig, ResilienceConfig
+from sage_resilience._config import (
+    PolicyConfig,
+    ResilienceConfig,
+    load_config,
+)
 from sage_resilience._policy import Policy
 from sage_resilience._registry import configure, policy
 from sage_resilience.exceptions import (
@@ -36,6 +40,7 @@ __all__ = [
     "breaker_status",
     "configure",
     "health",
+    "load_config",
     "policy",
 ]
 

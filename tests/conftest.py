@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from structlog.testing import capture_logs
-
 from sage_resilience import testing
+from structlog.testing import capture_logs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, MutableMapping

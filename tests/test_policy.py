@@ -10,7 +10,6 @@ import tracemalloc
 import httpx
 import pybreaker
 import pytest
-
 from sage_resilience import CircuitOpenError
 from sage_resilience.testing import set_testing
 from tests.helpers import Clock, make_policy, named, with_clock
