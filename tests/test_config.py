@@ -1,9 +1,5 @@
 """Tests for the configuration loader (sage_resilience._config)."""
 
-# The style guide asks for `assert expected == actual`, which SIM300 calls
-# a Yoda condition.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import json
