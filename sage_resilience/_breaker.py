@@ -66,7 +66,7 @@ def _raise(exc: BaseException) -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """``"ExcType: message"`` with secrets redacted, for status and events."""
-    text = str(exc)
+    text = str(exc).strip().split("\n", 1)[0]
     name = type(exc).__name__
     if not text:
         return name

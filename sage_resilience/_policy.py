@@ -16,10 +16,9 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
-from sage_resilience._breaker import Gate
+from sage_resilience._breaker import Gate, describe_failure
 from sage_resilience._classify import COUNTED, IGNORED, Classifier
 from sage_resilience._events import logger
-from sage_resilience._redact import redact
 from sage_resilience._retry import RetryPlan, sync_sleep
 from sage_resilience.exceptions import (
     BulkheadFullError,
@@ -751,9 +750,7 @@ class Policy:
 def _describe(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
-    text = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {redact(text)}"[:500] if text else name
+    return describe_failure(exc)
 
 
 def _warn_chaos(name: str, config: PolicyConfig) -> None:
