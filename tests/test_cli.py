@@ -1,0 +1,135 @@
+"""The sage-resilience command line: config commands and the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from sage_resilience.cli import main
+from tests.support.pg import require_pgserver
+
+
+class TestConfigCommands:
+    def test_show_resolves_a_platform(self, capsys):
+        """config show --platform windows --format json: the resolved file."""
+        assert 0 == main(
+            ["config", "show", "--platform", "windows", "--format", "json"]
+        )
+        shown = json.loads(capsys.readouterr().out)
+        database = shown["policies"]["database_connection"]
+        assert (10, "127.0.0.1") == (
+            database["timeout"],
+            database["settings"]["host"],
+        )
+
+    def test_show_yaml_by_default(self, capsys):
+        """The default format is YAML, with the macOS overrides applied."""
+        assert 0 == main(["config", "show", "--platform", "macos"])
+        shown = yaml.safe_load(capsys.readouterr().out)
+        assert 5 == shown["policies"]["siliconflow_api"]["retry"]["attempts"]
+
+    def test_show_reports_a_bad_file(self, tmp_path, capsys):
+        """An invalid file: exit 1, the error on stderr, nothing on stdout."""
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("version: 1\npolicies:\n  api:\n    timout: 3\n")
+        assert 1 == main(["config", "show", "--config", str(bad)])
+        out, err = capsys.readouterr()
+        assert "" == out
+        assert (
+            f"sage-resilience: {bad}:4: policies.api.timout: unknown key "
+            "'timout'; did you mean 'timeout'?\n"
+        ) == err
+
+    def test_validate(self, tmp_path, capsys):
+        """config validate: ok lines, errors on stderr, exit 1 on any."""
+        good = tmp_path / "good.yaml"
+        good.write_text("version: 1\npolicies:\n  api: {timeout: 3}\n")
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("version: 1\npolicies:\n  api: {timeout: -3}\n")
+        assert 0 == main(["config", "validate", str(good)])
+        assert f"{good}: ok\n" == capsys.readouterr().out
+        assert 1 == main(["config", "validate", str(good), str(bad)])
+        out, err = capsys.readouterr()
+        assert f"{good}: ok\n" == out
+        assert "policies.api.timeout: must be > 0 (got -3)" in err
+
+    def test_schema_is_json_schema(self, capsys):
+        """config schema prints a JSON Schema of the file."""
+        assert 0 == main(["config", "schema"])
+        schema = json.loads(capsys.readouterr().out)
+        assert "policies" in schema["properties"]
+
+    def test_usage_errors_exit_2(self, capsys):
+        """No command, or a bare group, is a usage error."""
+        assert 2 == main([])
+        assert 2 == main(["config"])
+        with pytest.raises(SystemExit) as info:
+            main(["no-such-command"])
+        assert 2 == info.value.code
+
+
+class TestDemo:
+    def test_the_demo_runs_end_to_end(self, tmp_path):
+        """The main job: outage and recovery, JSON events, a status table."""
+        require_pgserver()
+        log = tmp_path / "demo.log"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sage_resilience.cli",
+                "demo",
+                "--log",
+                str(log),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert 0 == result.returncode, result.stderr
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        changes = [
+            (e["breaker"], e["old_state"], e["new_state"], e["reason"])
+            for e in events
+            if e["event"] == "circuit_state_changed"
+        ]
+        assert [
+            ("siliconflow_api", "closed", "open", "consecutive_failures"),
+            (
+                "siliconflow_api",
+                "open",
+                "half-open",
+                "recovery_timeout_elapsed",
+            ),
+            ("siliconflow_api", "half-open", "closed", "probe_succeeded"),
+            ("vectorizer", "closed", "open", "slow_call_rate"),
+            ("database_connection", "closed", "open", "consecutive_failures"),
+            (
+                "database_connection",
+                "open",
+                "half-open",
+                "recovery_timeout_elapsed",
+            ),
+            ("database_connection", "half-open", "closed", "probe_succeeded"),
+        ] == changes
+        opened = next(
+            e
+            for e in events
+            if e["event"] == "circuit_state_changed"
+            and e["breaker"] == "database_connection"
+        )
+        assert "pg_refused" == opened["last_cause"]
+        bad_model = next(
+            e for e in events if e.get("cause") == "http_bad_request"
+        )
+        assert "Model does not exist" in bad_model["explanation"]
+        # stdout: the same JSON lines, then the status table
+        lines = result.stdout.strip().splitlines()
+        assert ["breaker", "state"] == lines[-6].split()[:2]
+        assert "vectorizer" in lines[-1]
+        finished = next(e for e in events if e["event"] == "demo_finished")
+        assert finished["seconds"] < 30
