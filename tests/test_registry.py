@@ -138,7 +138,7 @@ class TestHotReload:
             + "  cache:\n    ignore_exceptions: [nowhere.Missing]\n"
         )
         with pytest.raises(
-            ConfigError, match="cannot import 'nowhere.Missing'"
+            ConfigError, match=r"cannot import .nowhere\.Missing."
         ):
             configure(path)
         assert {"api", "db"} == set(breaker_status())
