@@ -250,10 +250,13 @@ class Gate:
             The ticket to hand back to :meth:`success`, :meth:`failure` or
             :meth:`release`.
         """
+        # The generation is read before the state: a transition in between
+        # makes the ticket stale, never a ticket of the wrong state.
+        generation = self._generation
         state = self._state
         if state is CLOSED:
             self.calls += 1
-            return self._generation << 1
+            return generation << 1
         if state is OPEN:
             # Refusing needs no lock: nothing but counters changes.
             now = self._clock()
@@ -343,7 +346,7 @@ class Gate:
         if window is None and ticket == self._generation << 1 and self._clean:
             return
         with self._lock:
-            if ticket >> 1 != self._generation:
+            if not self._current(ticket):
                 return  # a late outcome from an earlier circuit generation
             if ticket & _PROBE:
                 self._probes -= 1
@@ -375,7 +378,7 @@ class Gate:
             self.last_failure = describe_failure(exc)
             self.last_cause = cause
             self._refusal_info = None
-            if ticket >> 1 != self._generation:
+            if not self._current(ticket):
                 return  # late: the circuit has moved on without it
             self._clean = False
             if ticket & _PROBE:
@@ -399,6 +402,20 @@ class Gate:
                 self.breaker.open()
             events = self._take_events()
         self._emit(events)
+
+    def _current(self, ticket: int) -> bool:
+        """Whether *ticket*'s outcome may still change the circuit.
+
+        Only outcomes of the generation they were admitted in count, and
+        only in the state they were admitted for: probes while half-open,
+        ordinary calls while closed (pybreaker would otherwise take them
+        for the other kind).
+        """
+        if ticket >> 1 != self._generation:
+            return False
+        if ticket & _PROBE:
+            return self._state == HALF_OPEN
+        return self._state == CLOSED
 
     def release(self, ticket: int) -> None:
         """Give back the probe slot of a cancelled call; nothing is counted."""
@@ -475,6 +492,8 @@ class Gate:
         self._generation += 1
         self._probes = 0
         self._refusal_info = None
+        if new != OPEN:
+            self._forced = False  # e.g. breaker.close() called directly
         rejected: int | None = None
         if old == OPEN:
             rejected = self._rejected_while_open
