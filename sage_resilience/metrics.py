@@ -1,0 +1,331 @@
+"""Prometheus metrics of every policy, read at scrape time.
+
+Needs the ``metrics`` extra (``pip install 'sage-resilience[metrics]'``).
+Nothing is added to the call path: the collector reads each policy's
+status entry when Prometheus scrapes. Only the attempt latency histogram
+needs per-attempt observations; it is fed through the engine's attempt
+observer hook, which costs nothing until :func:`register_metrics` (or
+:func:`enable_attempt_latency`) installs it.
+
+Without the ASGI app::
+
+    from prometheus_client import start_http_server
+    from sage_resilience.metrics import register_metrics
+
+    register_metrics()          # on prometheus_client's default registry
+    start_http_server(9464)     # serves /metrics from a thread
+
+Metrics (label ``breaker`` is the policy name):
+
+- ``sage_resilience_circuit_state{breaker,state}`` (gauge): 1 for the
+  current state (``closed``, ``open``, ``half-open``), 0 for the others.
+- ``sage_resilience_circuit_forced{breaker}`` (gauge): 1 while an operator
+  holds the circuit open.
+- ``sage_resilience_calls_total{breaker,outcome}`` (counter): ``success``,
+  ``failure`` (counted failures), ``rejected`` (refused by the open
+  circuit), ``bulkhead_rejected``.
+- ``sage_resilience_retries_total{breaker}`` (counter).
+- ``sage_resilience_open_seconds_total{breaker}`` (counter): time spent in
+  state ``open``.
+- ``sage_resilience_failure_count{breaker}`` (gauge): consecutive counted
+  failures now.
+- ``sage_resilience_attempt_duration_seconds{breaker}`` (histogram): the
+  duration of each attempt that ran.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from sage_resilience.status import breaker_status
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from prometheus_client.metrics_core import Metric
+
+__all__ = [
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS",
+    "ResilienceCollector",
+    "enable_attempt_latency",
+    "generate_latest_text",
+    "observe_attempt",
+    "register_metrics",
+]
+
+#: The ``Content-Type`` of :func:`generate_latest_text`'s output.
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+#: Upper bounds (seconds) of the attempt latency histogram's buckets.
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+_STATES: Final = ("closed", "open", "half-open")
+
+#: ``outcome`` label -> status entry counter.
+_OUTCOMES: Final = (
+    ("success", "successes"),
+    ("failure", "failures"),
+    ("rejected", "rejections"),
+    ("bulkhead_rejected", "bulkhead_rejections"),
+)
+
+_PREFIX: Final = "sage_resilience"
+
+# One histogram for the process, whatever the number of registries: it is
+# exposed by every ResilienceCollector and never registered by itself.
+_latency = Histogram(
+    f"{_PREFIX}_attempt_duration_seconds",
+    "Duration of each attempt that ran through a policy (seconds).",
+    ["breaker"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+
+
+def observe_attempt(breaker: str, seconds: float) -> None:
+    """Record one attempt's duration in the latency histogram.
+
+    This is the observer the engine calls once per attempt when attempt
+    latency is enabled; applications need not call it.
+
+    Args:
+        breaker: The policy name.
+        seconds: How long the attempt ran (bulkhead waiting excluded).
+
+    .. versionadded:: 0.1.0
+    """
+    _latency.labels(breaker).observe(seconds)
+
+
+def enable_attempt_latency(enabled: bool = True) -> bool:
+    """Install (or remove) :func:`observe_attempt` as the attempt observer.
+
+    The engine measures attempt durations only while an observer is
+    installed, so the call path costs nothing extra until then.
+
+    Args:
+        enabled: Install when true, remove when false.
+
+    Returns:
+        Whether the engine offers the hook (when it does not, the histogram
+        stays empty).
+
+    .. versionadded:: 0.1.0
+    """
+    from sage_resilience import _policy  # noqa: PLC0415
+
+    setter = getattr(_policy, "set_attempt_observer", None)
+    if setter is None:
+        return False
+    setter(observe_attempt if enabled else None)
+    return True
+
+
+def _timestamp(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+class _OpenTime:
+    """Time spent open per breaker, monotonic across scrapes.
+
+    Uses the status entry's ``open_seconds_total`` when the engine provides
+    it. Otherwise it adds up the open periods seen at scrape time from
+    ``opened_at``: an open period is credited up to the last scrape that
+    saw it open, so the total can lag by at most one scrape interval per
+    period, and never goes down.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._done: dict[str, float] = {}
+        self._current: dict[str, tuple[str, float]] = {}
+
+    def total(self, entry: Mapping[str, Any]) -> float:
+        given = entry.get("open_seconds_total")
+        if given is not None:
+            return float(given)
+        name: str = entry["name"]
+        opened = entry.get("opened_at") if entry["state"] == "open" else None
+        with self._lock:
+            done = self._done.get(name, 0.0)
+            current = self._current.get(name)
+            if current is not None and current[0] != opened:
+                done += current[1]
+                self._done[name] = done
+                del self._current[name]
+                current = None
+            if opened is None:
+                return done
+            elapsed = max(0.0, self._clock() - _timestamp(opened))
+            if current is not None:
+                elapsed = max(elapsed, current[1])
+            self._current[name] = (opened, elapsed)
+            return done + elapsed
+
+
+_open_time = _OpenTime()
+
+
+class ResilienceCollector:
+    """A prometheus-client collector over every policy's status.
+
+    It reads :func:`sage_resilience.breaker_status` when collected, so it
+    follows configuration reloads and adds nothing to the call path.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric families, without samples (for registration)."""
+        yield from self._families()
+        yield from _latency.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        """The metric families with one sample set per policy."""
+        state, forced, calls, retries, open_s, failing = self._families()
+        for name, entry in breaker_status().items():
+            current = entry["state"]
+            for value in _STATES:
+                state.add_metric([name, value], 1.0 if current == value else 0)
+            forced.add_metric([name], 1.0 if entry.get("forced") else 0.0)
+            for outcome, key in _OUTCOMES:
+                calls.add_metric([name, outcome], float(entry.get(key, 0)))
+            retries.add_metric([name], float(entry.get("retries", 0)))
+            open_s.add_metric([name], _open_time.total(entry))
+            failing.add_metric([name], float(entry["failure_count"]))
+        yield from (state, forced, calls, retries, open_s, failing)
+        yield from _latency.collect()
+
+    @staticmethod
+    def _families() -> tuple[
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+    ]:
+        return (
+            GaugeMetricFamily(
+                f"{_PREFIX}_circuit_state",
+                "Circuit state: 1 for the current state, 0 for the others.",
+                labels=["breaker", "state"],
+            ),
+            GaugeMetricFamily(
+                f"{_PREFIX}_circuit_forced",
+                "1 while an operator holds the circuit open.",
+                labels=["breaker"],
+            ),
+            CounterMetricFamily(
+                f"{_PREFIX}_calls",
+                "Attempts by outcome: success, failure (counted failures), "
+                "rejected (circuit open), bulkhead_rejected.",
+                labels=["breaker", "outcome"],
+            ),
+            CounterMetricFamily(
+                f"{_PREFIX}_retries",
+                "Retries scheduled.",
+                labels=["breaker"],
+            ),
+            CounterMetricFamily(
+                f"{_PREFIX}_open_seconds",
+                "Time spent with the circuit open (seconds).",
+                labels=["breaker"],
+            ),
+            GaugeMetricFamily(
+                f"{_PREFIX}_failure_count",
+                "Consecutive counted failures now.",
+                labels=["breaker"],
+            ),
+        )
+
+
+_lock = threading.Lock()
+_registered: weakref.WeakKeyDictionary[
+    CollectorRegistry, ResilienceCollector
+] = weakref.WeakKeyDictionary()
+
+
+def register_metrics(
+    registry: CollectorRegistry | None = None,
+    *,
+    attempt_latency: bool = True,
+) -> ResilienceCollector:
+    """Register the sage_resilience collector on *registry* (idempotent).
+
+    Args:
+        registry: Where to register; prometheus-client's default registry
+            (the one ``start_http_server`` serves) when None.
+        attempt_latency: Also install the attempt observer that feeds
+            ``sage_resilience_attempt_duration_seconds`` (one clock read
+            and one histogram update per attempt).
+
+    Returns:
+        The collector registered there (the same one on later calls).
+
+    .. versionadded:: 0.1.0
+    """
+    target = REGISTRY if registry is None else registry
+    with _lock:
+        collector = _registered.get(target)
+        if collector is None:
+            collector = ResilienceCollector()
+            target.register(collector)
+            _registered[target] = collector
+    if attempt_latency:
+        enable_attempt_latency()
+    return collector
+
+
+def generate_latest_text(registry: CollectorRegistry | None = None) -> bytes:
+    """The Prometheus text exposition of *registry*.
+
+    The sage_resilience collector is registered there first if it is not
+    yet (see :func:`register_metrics`); the default registry also carries
+    prometheus-client's process and platform metrics and the
+    application's own.
+
+    Args:
+        registry: The registry to render; the default one when None.
+
+    Returns:
+        The exposition, to be served with :data:`CONTENT_TYPE`.
+
+    .. versionadded:: 0.1.0
+    """
+    target = REGISTRY if registry is None else registry
+    register_metrics(target)
+    return generate_latest(target)
