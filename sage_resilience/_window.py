@@ -1,14 +1,29 @@
 """Time-based sliding window of call outcomes (``trip:`` in the YAML).
 
-The window is cut into a fixed number of buckets, so memory is constant
-and recording is O(1) amortised whatever the traffic. A call leaves the
-window between ``window - bucket`` and ``window`` seconds after it
-completed. Only calls completed while the circuit is closed are recorded;
-the gate clears the window on every transition.
+The window is cut into :data:`BUCKETS` buckets of ``window / BUCKETS``
+seconds each, so memory is constant and recording is O(1) whatever the
+traffic. A call lands in the bucket of the time it completed (a clock that
+went backwards records into the newest bucket) and leaves the window when
+the newest bucket is :data:`BUCKETS` buckets later: between
+``window - window / BUCKETS`` and ``window`` seconds after it completed.
+
+Only calls completed while the circuit is closed are recorded, and the gate
+clears the window on every transition (contract section 11).
+
+Most successes take a short path, :meth:`SlidingWindow.add_success`,
+meant to run without the gate's lock: it only bumps the newest bucket's
+counter. It is taken only when the success cannot open the circuit: it is
+not slow, falls in the newest bucket (so nothing expires), and the window's
+last judgement found the failures and slow calls below their thresholds
+even counted against ``max(calls, minimum_calls)`` (more successes only
+lower the rates from there). There are no running totals to drift when two
+threads race; totals are summed from the buckets (20 integers) whenever a
+verdict or figures are needed, under the gate's lock.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -16,21 +31,29 @@ if TYPE_CHECKING:
 
 __all__ = ["BUCKETS", "SlidingWindow"]
 
-#: Buckets per window: a call leaves at most one bucket (5 %) early.
+#: Buckets per window: a call may leave the window up to one bucket (5 %)
+#: before ``window`` seconds have passed, never after.
 BUCKETS: Final = 20
 
 
 class SlidingWindow:
-    """Counts of calls, counted failures and slow calls over ``window`` s."""
+    """Counts of calls, counted failures and slow calls over ``window`` s.
+
+    Not locked itself: :meth:`record`, :meth:`figures` and :meth:`clear`
+    run under the gate's lock; :meth:`add_success` may run outside it.
+
+    Args:
+        config: The policy's ``trip:`` block.
+    """
 
     __slots__ = (
         "_calls",
         "_fails",
+        "_fast",
         "_head",
+        "_slot",
+        "_slow_after",
         "_slows",
-        "_total_calls",
-        "_total_fails",
-        "_total_slows",
         "_width",
         "config",
     )
@@ -38,82 +61,128 @@ class SlidingWindow:
     def __init__(self, config: TripConfig) -> None:
         self.config = config
         self._width = config.window / BUCKETS
+        slow = config.slow_call_duration
+        self._slow_after = math.inf if slow is None else slow
         self._calls = [0] * BUCKETS
         self._fails = [0] * BUCKETS
         self._slows = [0] * BUCKETS
-        self._total_calls = self._total_fails = self._total_slows = 0
-        self._head: int | None = None
+        # The newest bucket's number (``now // width``, a float) and slot.
+        self._head: float | None = None
+        self._slot = 0
+        # Whether a fast success in the newest bucket cannot open it.
+        self._fast = False
+
+    @property
+    def bucket_width(self) -> float:
+        """Seconds per bucket: how coarse expiry is."""
+        return self._width
 
     def clear(self) -> None:
         """Forget every call."""
         for counts in (self._calls, self._fails, self._slows):
             counts[:] = [0] * BUCKETS
-        self._total_calls = self._total_fails = self._total_slows = 0
         self._head = None
+        self._slot = 0
+        self._fast = False
 
     def _advance(self, now: float) -> int:
-        """Expire buckets older than the window; return the head slot."""
-        index = int(now // self._width)
+        """Expire buckets older than the window; return the newest slot."""
+        index = now // self._width
         head = self._head
         if head is None or index - head >= BUCKETS:
-            if self._total_calls:
-                self.clear()
+            self.clear()
             self._head = index
         elif index > head:
-            for step in range(head + 1, index + 1):
+            calls, fails, slows = self._calls, self._fails, self._slows
+            for step in range(int(head) + 1, int(index) + 1):
                 slot = step % BUCKETS
-                self._total_calls -= self._calls[slot]
-                self._total_fails -= self._fails[slot]
-                self._total_slows -= self._slows[slot]
-                self._calls[slot] = self._fails[slot] = self._slows[slot] = 0
+                calls[slot] = fails[slot] = slows[slot] = 0
             self._head = index
-        # A clock that went backwards records into the newest bucket.
-        assert self._head is not None
-        return self._head % BUCKETS
+        else:
+            # Same bucket, or a clock that went backwards: the newest one.
+            return self._slot
+        self._slot = int(self._head) % BUCKETS
+        self._judge()  # expiry may have raised a rate
+        return self._slot
+
+    def add_success(self, now: float, duration: float = 0.0) -> bool:
+        """Record a success that cannot open the circuit, if cheaply possible.
+
+        Safe without the gate's lock: racing another thread can at worst
+        misplace or lose this one count, never corrupt the window.
+
+        Returns:
+            True when recorded; False when the call was slow or the window
+            must first move on: then :meth:`record` it under the lock.
+        """
+        if (
+            not self._fast
+            or duration > self._slow_after
+            or now // self._width != self._head
+        ):
+            return False
+        self._calls[self._slot] += 1
+        return True
 
     def record(
         self, now: float, *, failed: bool, duration: float = 0.0
     ) -> str | None:
-        """Record one completed call.
+        """Record one completed call and judge the window.
+
+        Args:
+            now: When the call completed (the gate's clock).
+            failed: Whether it was a counted failure.
+            duration: How long its attempt took; slow when longer than
+                ``slow_call_duration``.
 
         Returns:
             The opening reason (``"failure_rate"`` or ``"slow_call_rate"``)
             when the window now says the circuit must open, else None.
         """
         slot = self._advance(now)
-        config = self.config
         self._calls[slot] += 1
-        self._total_calls += 1
         if failed:
             self._fails[slot] += 1
-            self._total_fails += 1
-        slow_after = config.slow_call_duration
-        if slow_after is not None and duration > slow_after:
+        if duration > self._slow_after:
             self._slows[slot] += 1
-            self._total_slows += 1
-        calls = self._total_calls
-        if calls < config.minimum_calls:
-            return None
-        if (
-            config.failure_rate is not None
-            and self._total_fails >= config.failure_rate * calls
-        ):
-            return "failure_rate"
-        if (
-            config.slow_call_rate is not None
-            and self._total_slows >= config.slow_call_rate * calls
-        ):
-            return "slow_call_rate"
-        return None
+        return self._judge()
+
+    def _judge(self) -> str | None:
+        """The opening reason the figures call for; also sets ``_fast``."""
+        config = self.config
+        calls = sum(self._calls)
+        floor = max(calls, config.minimum_calls)
+        judged = calls >= config.minimum_calls
+        reason = None
+        fast = True
+        rate = config.failure_rate
+        if rate is not None:
+            fails = sum(self._fails)
+            if judged and fails >= rate * calls:
+                reason = "failure_rate"
+            fast = fails < rate * floor
+        rate = config.slow_call_rate
+        if rate is not None:
+            slows = sum(self._slows)
+            if reason is None and judged and slows >= rate * calls:
+                reason = "slow_call_rate"
+            fast = fast and slows < rate * floor
+        self._fast = fast
+        return reason
 
     def figures(self, now: float) -> dict[str, Any]:
-        """``calls``, ``failure_rate`` and ``slow_call_rate`` right now."""
+        """``calls``, ``failures``, ``slow_calls`` and both rates right now.
+
+        Rates are fractions of ``calls`` (0.0 on an empty window).
+        """
         self._advance(now)
-        calls = self._total_calls
+        calls = sum(self._calls)
+        fails = sum(self._fails)
+        slows = sum(self._slows)
         return {
             "calls": calls,
-            "failures": self._total_fails,
-            "slow_calls": self._total_slows,
-            "failure_rate": self._total_fails / calls if calls else 0.0,
-            "slow_call_rate": self._total_slows / calls if calls else 0.0,
+            "failures": fails,
+            "slow_calls": slows,
+            "failure_rate": fails / calls if calls else 0.0,
+            "slow_call_rate": slows / calls if calls else 0.0,
         }
