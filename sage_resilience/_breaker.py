@@ -343,7 +343,15 @@ class Gate:
         """Record a success (or an ignored exception) of an admitted call."""
         self.successes += 1
         window = self.window
-        if window is None and ticket == self._generation << 1 and self._clean:
+        if (
+            ticket == self._generation << 1
+            and self._clean
+            and (
+                window is None
+                # A fast success cannot open it: counted without the lock.
+                or window.add_success(self._clock(), duration)
+            )
+        ):
             return
         with self._lock:
             if not self._current(ticket):
@@ -356,7 +364,7 @@ class Gate:
             ):
                 self._reason = self._window_reason
                 self.breaker.open()
-            if self._state != OPEN:
+            if self._state != OPEN and not self._clean:
                 self.breaker.call(_noop)
                 self._clean = self._state == CLOSED
             events = self._take_events()
