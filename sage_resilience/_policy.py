@@ -34,7 +34,26 @@ if TYPE_CHECKING:
 
     from sage_resilience._config import PolicyConfig
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "set_attempt_observer"]
+
+#: Called with (policy name, seconds) after every attempt that ran; the
+#: metrics module installs one for its latency histogram.
+_observer: Callable[[str, float], None] | None = None
+
+
+def set_attempt_observer(
+    observer: Callable[[str, float], None] | None,
+) -> None:
+    """Install (or remove, with None) the per-attempt latency observer.
+
+    While one is installed every attempt that actually ran (a success, a
+    counted or ignored failure, a timeout) reports its duration, bulkhead
+    waiting excluded; refusals and cancellations are not reported. Without
+    one the success path does not read the clock at all.
+    """
+    global _observer  # noqa: PLW0603 - one observer per process
+    _observer = observer
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -421,7 +440,7 @@ class Policy:
             Exception: The dependency's own error once retries ran out.
         """
         s = self._s
-        if not s.plain:
+        if not s.plain or _observer is not None:
             return await self._acall_full(s, fn, args, kwargs)
         gate = self._gate
         ticket = gate.admit()
@@ -477,9 +496,15 @@ class Policy:
         except BaseException as exc:
             error: BaseException = exc
         else:
-            gate.success(ticket, time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            gate.success(ticket, duration)
+            if _observer is not None:
+                _observer(self.name, duration)
             return result
-        self._settle(s, ticket, error, time.perf_counter() - started, number)
+        duration = time.perf_counter() - started
+        if _observer is not None and isinstance(error, Exception):
+            _observer(self.name, duration)
+        self._settle(s, ticket, error, duration, number)
         raise error
 
     async def _acall_full(
@@ -610,7 +635,9 @@ class Policy:
                     bulkhead.limit,
                     time.monotonic() - started_wait,
                 )
-        started = time.perf_counter() if s.timed else 0.0
+        observer = _observer
+        timed = s.timed or observer is not None
+        started = time.perf_counter() if timed else 0.0
         try:
             try:
                 if s.chaos is not None:
@@ -622,12 +649,16 @@ class Policy:
         except BaseException as exc:
             error: BaseException = exc
         else:
-            if s.timed:
+            if observer is not None:
+                observer(self.name, time.perf_counter() - started)
+            if timed:
                 gate.success(ticket, time.perf_counter() - started)
             else:
                 gate.success(ticket)
             return result
-        duration = time.perf_counter() - started if s.timed else 0.0
+        duration = time.perf_counter() - started if timed else 0.0
+        if observer is not None and isinstance(error, Exception):
+            observer(self.name, duration)
         self._settle(s, ticket, error, duration, number)
         raise error
 
