@@ -167,6 +167,7 @@ class Gate:
         self.rejections = 0
         self.retries = 0
         self.bulkhead_rejections = 0
+        self._open_seconds = 0.0  # closed open periods; never reset
         self._rejected_while_open = 0
         self._rejection_logged = False
         self._recent: deque[float] = deque(maxlen=5)
@@ -505,6 +506,8 @@ class Gate:
         rejected: int | None = None
         if old == OPEN:
             rejected = self._rejected_while_open
+            if self._opened_at is not None:
+                self._open_seconds += max(0.0, now - self._opened_at)
         if new == OPEN:
             self._grow_recovery_timeout(old, now, reason)
             self._opened_at = now
@@ -629,6 +632,12 @@ class Gate:
                 "rejections": self.rejections,
                 "retries": self.retries,
                 "bulkhead_rejections": self.bulkhead_rejections,
+                "open_seconds_total": self._open_seconds
+                + (
+                    max(0.0, now - self._opened_at)
+                    if self._state == OPEN and self._opened_at is not None
+                    else 0.0
+                ),
                 "storage": self.storage_name,
                 "window": window.figures(now) if window is not None else None,
                 "critical": self.config.critical,
