@@ -37,11 +37,9 @@ Metrics (label ``breaker`` is the policy name):
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
-import time
 import weakref
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -55,7 +53,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sage_resilience.status import breaker_status
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable
 
     from prometheus_client.metrics_core import Metric
 
@@ -139,64 +137,14 @@ def enable_attempt_latency(enabled: bool = True) -> bool:
         enabled: Install when true, remove when false.
 
     Returns:
-        Whether the engine offers the hook (when it does not, the histogram
-        stays empty).
+        True (kept for callers that check it).
 
     .. versionadded:: 0.1.0
     """
-    from sage_resilience import _policy  # noqa: PLC0415
+    from sage_resilience._policy import set_attempt_observer  # noqa: PLC0415
 
-    setter = getattr(_policy, "set_attempt_observer", None)
-    if setter is None:
-        return False
-    setter(observe_attempt if enabled else None)
+    set_attempt_observer(observe_attempt if enabled else None)
     return True
-
-
-def _timestamp(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso).timestamp()
-
-
-class _OpenTime:
-    """Time spent open per breaker, monotonic across scrapes.
-
-    Uses the status entry's ``open_seconds_total`` when the engine provides
-    it. Otherwise it adds up the open periods seen at scrape time from
-    ``opened_at``: an open period is credited up to the last scrape that
-    saw it open, so the total can lag by at most one scrape interval per
-    period, and never goes down.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._done: dict[str, float] = {}
-        self._current: dict[str, tuple[str, float]] = {}
-
-    def total(self, entry: Mapping[str, Any]) -> float:
-        given = entry.get("open_seconds_total")
-        if given is not None:
-            return float(given)
-        name: str = entry["name"]
-        opened = entry.get("opened_at") if entry["state"] == "open" else None
-        with self._lock:
-            done = self._done.get(name, 0.0)
-            current = self._current.get(name)
-            if current is not None and current[0] != opened:
-                done += current[1]
-                self._done[name] = done
-                del self._current[name]
-                current = None
-            if opened is None:
-                return done
-            elapsed = max(0.0, self._clock() - _timestamp(opened))
-            if current is not None:
-                elapsed = max(elapsed, current[1])
-            self._current[name] = (opened, elapsed)
-            return done + elapsed
-
-
-_open_time = _OpenTime()
 
 
 class ResilienceCollector:
@@ -224,7 +172,7 @@ class ResilienceCollector:
             for outcome, key in _OUTCOMES:
                 calls.add_metric([name, outcome], float(entry.get(key, 0)))
             retries.add_metric([name], float(entry.get("retries", 0)))
-            open_s.add_metric([name], _open_time.total(entry))
+            open_s.add_metric([name], float(entry["open_seconds_total"]))
             failing.add_metric([name], float(entry["failure_count"]))
         yield from (state, forced, calls, retries, open_s, failing)
         yield from _latency.collect()
