@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 from sage_resilience._breaker import Gate, describe_failure
 from sage_resilience._classify import COUNTED, IGNORED, Classifier
 from sage_resilience._events import logger
-from sage_resilience._retry import RetryPlan, sync_sleep
+from sage_resilience._retry import RetryPlan
 from sage_resilience.exceptions import (
     BulkheadFullError,
     ChaosError,
@@ -341,13 +341,12 @@ class Policy:
         return _Settings(self.name, config, self._record, self._s)
 
     def _commit(self, settings: _Settings, platform: str) -> None:
-        was_chaos = self._s.chaos is not None
+        previous_chaos = self._s.chaos
         self._s = settings
         self._gate.platform = platform
         self._gate.reconfigure(settings.config)
-        if settings.chaos is not None and (
-            not was_chaos or settings.chaos != settings.config.chaos
-        ):
+        # Warn when chaos gets switched on, or its rates change.
+        if settings.chaos is not None and settings.chaos != previous_chaos:
             _warn_chaos(self.name, settings.config)
 
     @property
@@ -702,7 +701,9 @@ class Policy:
                 fault="latency",
                 latency=chaos.latency,
             )
-            sync_sleep(chaos.latency)
+            # Real latency even in the testing mode, like the async path:
+            # that mode only removes the waits between retries.
+            time.sleep(chaos.latency)
         if random.random() < chaos.failure_rate:  # noqa: S311
             logger.info("chaos_injected", breaker=self.name, fault="error")
             raise ChaosError(self.name)
