@@ -1,0 +1,1714 @@
+"""Tests for log analysis: ``sage-resilience logs summarize`` (_logs)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import io
+import json
+import random
+import re
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sage_resilience import _logs
+from sage_resilience._logs import (
+    add_summarize_arguments,
+    normalise_cause,
+    parse_time,
+    parse_timestamp,
+    render_html,
+    render_table,
+    summarize,
+    summarize_command,
+)
+from tests.support import need_binary
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+BASE = dt.datetime(2026, 11, 27, 22, 0, tzinfo=dt.UTC)
+
+CAUSE_DB = (
+    "ConnectionRefusedError: [Errno <n>] Connect call failed ('<ip>', <n>)"
+)
+CAUSE_API = "HTTPStatusError: Server error '<str>' for url '<str>'"
+
+
+def at(seconds: float) -> str:
+    """Canonical structlog timestamp BASE + seconds."""
+    moment = BASE + dt.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def line(seconds: float | None, event: str, **keys: Any) -> str:
+    """One JSON line the way structlog's JSONRenderer writes it."""
+    data: dict[str, Any] = dict(keys)
+    data["event"] = event
+    data["level"] = "info"
+    data["logger"] = "sage_resilience"
+    if seconds is not None:
+        data["timestamp"] = at(seconds)
+    return json.dumps(data)
+
+
+def change(
+    seconds: float,
+    breaker: str,
+    old: str,
+    new: str,
+    *,
+    rejected: int | None = None,
+    last_failure: str | None = None,
+    **keys: Any,
+) -> str:
+    """A circuit_state_changed line with the contract's keys."""
+    data: dict[str, Any] = {
+        "breaker": breaker,
+        "old_state": old,
+        "new_state": new,
+        "reason": "consecutive_failures" if new == "open" else "x",
+        "failure_count": 3,
+        "failure_threshold": 3,
+        "recovery_timeout": 30,
+        "recent_failures": [at(seconds)],
+        "failure_rate_per_min": 3,
+        "last_failure": last_failure,
+        "last_cause": None,
+        "platform": "linux",
+    }
+    if rejected is not None:
+        data["rejected_while_open"] = rejected
+    data.update(keys)
+    return line(seconds, "circuit_state_changed", **data)
+
+
+REFUSED_1 = (
+    "ConnectionRefusedError: [Errno 111] Connect call failed "
+    "('127.0.0.1', 5432)"
+)
+REFUSED_2 = (
+    "ConnectionRefusedError: [Errno 111] Connect call failed "
+    "('10.0.0.7', 6432)"
+)
+HTTP_503 = (
+    "HTTPStatusError: Server error '503 Service Unavailable' for url "
+    "'https://api.example/v1/chat'\nFor more information check: "
+    "https://developer.example/503"
+)
+
+# The reference log: every number in EXPECTED is worked out by hand.
+REFERENCE = [
+    line(0, "service_started", version="1.0"),  # 1: start of the log
+    "INFO:     Uvicorn running on 0.0.0.0:8000",  # 2: skipped, not JSON
+    change(
+        10, "database_connection", "closed", "open", last_failure=REFUSED_1
+    ),
+    line(
+        11,
+        "retry_scheduled",
+        breaker="database_connection",
+        attempt=1,
+        max_attempts=3,
+        wait=0.2,
+        error="ConnectionRefusedError: ...",
+    ),
+    line(12, "call_rejected", breaker="database_connection", retry_after=28),
+    change(40, "database_connection", "open", "half-open", rejected=7),
+    change(
+        41, "database_connection", "half-open", "open", last_failure=REFUSED_2
+    ),
+    change(101, "database_connection", "open", "half-open", rejected=3),
+    change(102, "database_connection", "half-open", "closed"),
+    line(
+        110,
+        "retry_scheduled",
+        breaker="database_connection",
+        attempt=1,
+        max_attempts=3,
+        wait=0.21,
+        error="x",
+    ),
+    line(
+        111,
+        "retry_scheduled",
+        breaker="database_connection",
+        attempt=2,
+        max_attempts=3,
+        wait=0.4,
+        error="x",
+    ),
+    line(
+        112,
+        "retry_exhausted",
+        breaker="database_connection",
+        attempts=3,
+        error="x",
+    ),
+    change(300, "siliconflow_api", "closed", "open", last_failure=HTTP_503),
+    line(600, "request_finished", path="/api/chat", status=503),  # 14: end
+]
+
+EXPECTED = {
+    "lines": 14,
+    "skipped": 1,
+    "skipped_examples": [{"line": 2, "reason": "not JSON"}],
+    "breakers": {
+        "database_connection": {
+            "trips": 2,
+            "time_open_total_s": 90.0,
+            "longest_open_s": 60.0,
+            "final_state": "closed",
+            "rejected": 10,
+            "retries_scheduled": 3,
+            "retries_exhausted": 1,
+            "flapping": False,
+            "top_causes": [{"cause": CAUSE_DB, "count": 2}],
+        },
+        "siliconflow_api": {
+            "trips": 1,
+            "time_open_total_s": 300.0,
+            "longest_open_s": 300.0,
+            "final_state": "open",
+            "rejected": 0,
+            "retries_scheduled": 0,
+            "retries_exhausted": 0,
+            "flapping": False,
+            "top_causes": [{"cause": CAUSE_API, "count": 1}],
+        },
+    },
+    "timeline": [
+        {
+            "time": "2026-11-27T22:00:10Z",
+            "breaker": "database_connection",
+            "old_state": "closed",
+            "new_state": "open",
+        },
+        {
+            "time": "2026-11-27T22:00:40Z",
+            "breaker": "database_connection",
+            "old_state": "open",
+            "new_state": "half-open",
+        },
+        {
+            "time": "2026-11-27T22:00:41Z",
+            "breaker": "database_connection",
+            "old_state": "half-open",
+            "new_state": "open",
+        },
+        {
+            "time": "2026-11-27T22:01:41Z",
+            "breaker": "database_connection",
+            "old_state": "open",
+            "new_state": "half-open",
+        },
+        {
+            "time": "2026-11-27T22:01:42Z",
+            "breaker": "database_connection",
+            "old_state": "half-open",
+            "new_state": "closed",
+        },
+        {
+            "time": "2026-11-27T22:05:00Z",
+            "breaker": "siliconflow_api",
+            "old_state": "closed",
+            "new_state": "open",
+        },
+    ],
+}
+
+
+def text_of(lines: Iterable[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()
+
+
+def summary_of(*files: bytes | list[str], **options: Any) -> _logs.Summary:
+    """summarize() over in-memory files named a.log, b.log, ..."""
+    sources = []
+    for index, content in enumerate(files):
+        data = content if isinstance(content, bytes) else text_of(content)
+        sources.append((f"{'abcdef'[index]}.log", io.BytesIO(data)))
+    return summarize(sources, **options)
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(prog="summarize")
+    add_summarize_arguments(result)
+    return result
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple:
+    """summarize_command(argv) -> (exit code, stdout, stderr)."""
+    code = summarize_command(parser().parse_args(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(path: Path, lines: Iterable[str]) -> str:
+    path.write_bytes(text_of(lines))
+    return str(path)
+
+
+class TestParseTimestamp:
+    """Every timestamp form the logs may use."""
+
+    EXPECTED_US = 1_795_817_109_123_456  # 2026-11-27T22:05:09.123456Z
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "2026-11-27T22:05:09.123456Z",
+            "2026-11-27T22:05:09.123456z",
+            "2026-11-27T22:05:09.123456+00:00",
+            "2026-11-27T23:05:09.123456+01:00",
+            "2026-11-27T22:05:09.123456",  # naive means UTC
+            "2026-11-27 22:05:09.123456",
+            1_795_817_109.123456,
+            "1795817109.123456",
+            b"2026-11-27T22:05:09.123456Z",
+        ],
+    )
+    def test_forms(self, value: object) -> None:
+        """ISO-8601 with/without zone and epoch seconds give the same time."""
+        assert self.EXPECTED_US == parse_timestamp(value)
+
+    def test_epoch_ms_us_ns(self) -> None:
+        """Epoch milliseconds, microseconds, nanoseconds told by size."""
+        expected = 1_795_817_109_123_000
+        assert expected == parse_timestamp(1_795_817_109_123)
+        assert expected == parse_timestamp("1795817109123")
+        assert expected == parse_timestamp(1_795_817_109_123_000)
+        assert expected == parse_timestamp(1_795_817_109_123_000_000)
+
+    @pytest.mark.parametrize(
+        "value",
+        [None, True, "", "yesterday", "2026-13-45T00:00:00Z", 12.5, [1], {}],
+    )
+    def test_not_timestamps(self, value: object) -> None:
+        """Garbage, booleans and durations (small numbers) are refused."""
+        assert parse_timestamp(value) is None
+
+
+class TestParseTime:
+    """--since/--until values."""
+
+    NOW = 1_795_817_109.0
+
+    @pytest.mark.parametrize(
+        ("text", "seconds_ago"),
+        [("2h", 7200), ("30m", 1800), ("1h30m", 5400), ("1d ago", 86400)],
+    )
+    def test_relative(self, text: str, seconds_ago: int) -> None:
+        """Relative times count back from now."""
+        expected = round((self.NOW - seconds_ago) * 1_000_000)
+        assert expected == parse_time(text, now=self.NOW)
+
+    def test_absolute_and_now(self) -> None:
+        """Absolute forms are the timestamp forms; now is now."""
+        assert parse_timestamp("2026-11-27T22:00Z") == parse_time(
+            "2026-11-27T22:00Z", now=self.NOW
+        )
+        assert round(self.NOW * 1_000_000) == parse_time("now", now=self.NOW)
+
+    def test_invalid(self) -> None:
+        """A value that is no time raises ValueError naming it."""
+        with pytest.raises(ValueError, match="last night"):
+            parse_time("last night")
+
+
+class TestNormaliseCause:
+    """Root causes group failures that differ only in details."""
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (REFUSED_1, CAUSE_DB),
+            (REFUSED_2, CAUSE_DB),
+            (HTTP_503, CAUSE_API),
+            (
+                (
+                    "TimeoutError: request 3f2a9c1e-1111-4222-8333-123456789abc "
+                    "took 30.5s at 0x7f3a2b"
+                ),
+                "TimeoutError: request <uuid> took <n>s at <hex>",
+            ),
+            (
+                'UndefinedTableError: relation "users" does not exist',
+                'UndefinedTableError: relation "<str>" does not exist',
+            ),
+            (
+                "OSError: Connect call failed ('::1', 5432, 0, 0)",
+                "OSError: Connect call failed ('<ip>', <n>, <n>, <n>)",
+            ),
+            (
+                "ConnectError: [fe80::1%eth0]:443 down, id deadbeef01",
+                "ConnectError: <ip> down, id <hex>",
+            ),
+        ],
+    )
+    def test_normalised(self, text: str, expected: str) -> None:
+        """Numbers, ids, quoted strings, addresses and UUIDs are hidden."""
+        assert expected == normalise_cause(text)
+
+    def test_secrets_are_redacted(self) -> None:
+        """A password in a DSN never reaches the report."""
+        cause = normalise_cause(
+            "OSError: cannot reach postgresql://sage:hunter2@db/sage"
+        )
+        assert "hunter2" not in cause
+
+
+class TestMetrics:
+    """Each metric of the reference log, worked out by hand."""
+
+    def test_reference_log(self) -> None:
+        """The JSON output has exactly the contract's shape and numbers."""
+        assert EXPECTED == summary_of(REFERENCE).to_json()
+
+    def test_still_open_counts_to_last_line(self) -> None:
+        """A circuit open at the end is open until the last timestamp."""
+        log = [
+            change(0, "api", "closed", "open"),
+            line(250.5, "request_finished"),
+            line(100, "request_finished"),  # out of order: not the end
+        ]
+        breaker = summary_of(log).breakers["api"]
+        assert (250.5, 250.5, "open") == (
+            breaker.time_open_total_s,
+            breaker.longest_open_s,
+            breaker.final_state,
+        )
+
+    def test_half_open_is_not_open_time(self) -> None:
+        """Only time in state open counts; reopening from half-open trips."""
+        log = [
+            change(0, "db", "closed", "open"),
+            change(10, "db", "open", "half-open"),
+            change(100, "db", "half-open", "open"),
+            change(105, "db", "open", "half-open"),
+            change(106, "db", "half-open", "closed"),
+        ]
+        breaker = summary_of(log).breakers["db"]
+        assert (2, 15.0, 10.0) == (
+            breaker.trips,
+            breaker.time_open_total_s,
+            breaker.longest_open_s,
+        )
+
+    def test_log_starting_mid_outage(self) -> None:
+        """An open circuit at the start counts from the first line."""
+        log = [
+            line(0, "service_started"),
+            change(20, "db", "open", "half-open", rejected=4),
+            change(21, "db", "half-open", "closed"),
+        ]
+        breaker = summary_of(log).breakers["db"]
+        assert (0, 20.0, 4) == (
+            breaker.trips,
+            breaker.time_open_total_s,
+            breaker.rejected,
+        )
+
+    def test_only_retries(self) -> None:
+        """A breaker with retries but no transition is reported closed."""
+        log = [
+            line(1, "retry_scheduled", breaker="api", attempt=1, wait=1.0),
+            line(2, "retry_exhausted", breaker="api", attempts=2),
+        ]
+        assert {
+            "trips": 0,
+            "time_open_total_s": 0.0,
+            "longest_open_s": 0.0,
+            "final_state": "closed",
+            "rejected": 0,
+            "retries_scheduled": 1,
+            "retries_exhausted": 1,
+            "flapping": False,
+            "top_causes": [],
+        } == summary_of(log).to_json()["breakers"]["api"]
+
+    def test_top_causes_sorted_and_capped(self) -> None:
+        """At most five causes, most frequent first, ties by name."""
+        log = []
+        seconds = 0
+        for number, count in enumerate([1, 3, 2, 1, 1, 1, 4]):
+            for _ in range(count):
+                log.append(
+                    change(
+                        seconds,
+                        "db",
+                        "closed",
+                        "open",
+                        last_failure=f"Error{number}: failed after {seconds}s",
+                    )
+                )
+                log.append(change(seconds + 1, "db", "open", "closed"))
+                seconds += 1000
+        causes = summary_of(log).to_json()["breakers"]["db"]["top_causes"]
+        assert [
+            {"cause": "Error6: failed after <n>s", "count": 4},
+            {"cause": "Error1: failed after <n>s", "count": 3},
+            {"cause": "Error2: failed after <n>s", "count": 2},
+            {"cause": "Error0: failed after <n>s", "count": 1},
+            {"cause": "Error3: failed after <n>s", "count": 1},
+        ] == causes
+
+    def test_forced_and_unknown_causes(self) -> None:
+        """A forced open and a trip without last_failure still have a cause."""
+        log = [
+            change(0, "db", "closed", "open", reason="forced"),
+            change(1, "db", "open", "closed"),
+            change(2, "db", "closed", "open", last_cause="pg_refused"),
+            change(3, "db", "open", "closed"),
+            change(4, "db", "closed", "open"),
+        ]
+        causes = summary_of(log).to_json()["breakers"]["db"]["top_causes"]
+        assert [
+            {"cause": "(forced open)", "count": 1},
+            {"cause": "(pg_refused)", "count": 1},
+            {"cause": "(unknown)", "count": 1},
+        ] == causes
+
+    def test_state_spellings(self) -> None:
+        """half_open and HALF-OPEN mean half-open."""
+        log = [
+            change(0, "db", "CLOSED", "OPEN"),
+            change(5, "db", "open", "half_open"),
+            change(6, "db", "HALF_OPEN", "open"),
+        ]
+        summary = summary_of(log)
+        assert ["open", "half-open", "open"] == [
+            t["new_state"] for t in summary.to_json()["timeline"]
+        ]
+        assert 2 == summary.breakers["db"].trips
+
+
+class TestFlapping:
+    """Flapping: N trips within a window (default 3 in 10 minutes)."""
+
+    @staticmethod
+    def trips_at(*seconds: float) -> list[str]:
+        log = []
+        for second in seconds:
+            log.append(change(second, "db", "closed", "open"))
+            log.append(change(second + 1, "db", "open", "closed"))
+        return log
+
+    def test_default_three_in_ten_minutes(self) -> None:
+        """Three trips 600 s apart end to end flap; 601 s do not."""
+        assert summary_of(self.trips_at(0, 300, 600)).breakers["db"].flapping
+        assert (
+            not summary_of(self.trips_at(0, 300, 601)).breakers["db"].flapping
+        )
+
+    def test_configurable(self) -> None:
+        """Both the count and the window can be set."""
+        log = self.trips_at(0, 50)
+        assert not summary_of(log).breakers["db"].flapping
+        assert summary_of(log, flapping_trips=2).breakers["db"].flapping
+        assert (
+            not summary_of(log, flapping_trips=2, flapping_window=49)
+            .breakers["db"]
+            .flapping
+        )
+
+    def test_cli_options(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--flapping-trips/--flapping-window reach the analysis."""
+        path = write(tmp_path / "a.log", self.trips_at(0, 100))
+        argv = [path, "--format", "json", "--flapping-trips", "2"]
+        code, out, _ = run([*argv, "--flapping-window", "120"], capsys)
+        assert (0, True) == (
+            code,
+            json.loads(out)["breakers"]["db"]["flapping"],
+        )
+        code, out, _ = run([*argv, "--flapping-window", "60"], capsys)
+        assert (0, False) == (
+            code,
+            json.loads(out)["breakers"]["db"]["flapping"],
+        )
+
+
+class TestInputs:
+    """Compressed input, stdin, several files, disorder, duplicates."""
+
+    def test_gzip_detected_by_magic(self, tmp_path: Path) -> None:
+        """A gzip file named .log is read like the plain one."""
+        data = gzip.compress(text_of(REFERENCE))
+        assert EXPECTED == summary_of(data).to_json()
+        path = tmp_path / "app.log"
+        path.write_bytes(data)
+        with path.open("rb") as stream:
+            assert EXPECTED == summarize([("x", stream)]).to_json()
+
+    def test_concatenated_gzip_members(self) -> None:
+        """cat a.gz b.gz is valid gzip and reads as both."""
+        data = gzip.compress(text_of(REFERENCE[:7])) + gzip.compress(
+            text_of(REFERENCE[7:])
+        )
+        assert EXPECTED == summary_of(data).to_json()
+
+    def test_truncated_gzip_keeps_what_was_read(self) -> None:
+        """A cut gzip stream is used up to the cut and reported."""
+        big = [line(i, "request_finished", n=i) for i in range(2000)]
+        log = [change(0.5, "db", "closed", "open"), *big]
+        data = gzip.compress(text_of(log))
+        summary = summary_of(data[: len(data) // 2])
+        assert "db" in summary.breakers
+        assert "truncated gzip data" == summary.skipped_examples[-1].reason
+
+    def test_corrupt_gzip(self) -> None:
+        """Garbage after a gzip header is reported, not raised."""
+        data = gzip.compress(text_of(REFERENCE))
+        corrupt = data[:10] + b"\xff" * 40 + data[50:]
+        summary = summary_of(corrupt)
+        assert summary.skipped >= 1
+        assert summary.skipped_examples[-1].reason.startswith("corrupt gzip")
+
+    def test_stdin(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """FILE - reads stdin, gzip or not."""
+        for data in (text_of(REFERENCE), gzip.compress(text_of(REFERENCE))):
+            stdin = io.TextIOWrapper(io.BytesIO(data))
+            monkeypatch.setattr(sys, "stdin", stdin)
+            code, out, err = run(["-", "--format", "json"], capsys)
+            assert (0, EXPECTED, "") == (code, json.loads(out), err)
+
+    def test_files_in_any_order(self, tmp_path: Path) -> None:
+        """Files given newest first are merged in time order."""
+        first = REFERENCE[:8]
+        second = REFERENCE[8:]
+        forward = summary_of(first, second).to_json()
+        backward = summary_of(second, first).to_json()
+        expected = dict(EXPECTED)
+        expected["skipped_examples"] = [
+            {"line": 2, "reason": "not JSON", "file": "a.log"}
+        ]
+        assert expected == forward
+        backward["skipped_examples"] = forward["skipped_examples"]
+        assert forward == backward
+
+    def test_skipped_examples_in_time_order_of_files(self) -> None:
+        """Examples come from the earliest file first, whatever argv says."""
+        late = [
+            line(500, "x"),
+            "late garbage",
+            change(501, "a", "closed", "open"),
+        ]
+        early = [line(0, "x"), "early garbage"]
+        summary = summary_of(late, early)
+        assert [("b.log", 2), ("a.log", 2)] == [
+            (e.file, e.line) for e in summary.skipped_examples
+        ]
+
+    def test_duplicates_counted_once(self) -> None:
+        """Repeated lines and a file given twice change nothing."""
+        doubled = []
+        for entry in REFERENCE:
+            doubled += [entry, entry] if "event" in entry else [entry]
+        summary = summary_of(doubled).to_json()
+        assert EXPECTED["breakers"] == summary["breakers"]
+        assert EXPECTED["timeline"] == summary["timeline"]
+        twice = summary_of(REFERENCE, REFERENCE).to_json()
+        assert EXPECTED["breakers"] == twice["breakers"]
+        assert EXPECTED["timeline"] == twice["timeline"]
+        assert 28 == twice["lines"]
+
+    def test_lines_out_of_order(self) -> None:
+        """Shuffled lines give the same analysis."""
+        shuffled = REFERENCE[:]
+        random.Random(7).shuffle(shuffled)
+        summary = summary_of(shuffled).to_json()
+        assert EXPECTED["breakers"] == summary["breakers"]
+        assert EXPECTED["timeline"] == summary["timeline"]
+
+    def test_timestamp_keys_and_forms(self) -> None:
+        """time/ts keys, epoch numbers, offsets and compact JSON."""
+        start = (BASE - _logs._EPOCH).total_seconds()
+        log = [
+            json.dumps({"event": "boot", "ts": start}, separators=(",", ":")),
+            json.dumps(
+                {
+                    "event": "circuit_state_changed",
+                    "breaker": "db",
+                    "old_state": "closed",
+                    "new_state": "open",
+                    "time": int((start + 10) * 1000),  # epoch ms
+                }
+            ),
+            json.dumps(
+                {
+                    "event": "circuit_state_changed",
+                    "breaker": "db",
+                    "old_state": "open",
+                    "new_state": "closed",
+                    "timestamp": "2026-11-27T23:00:40+01:00",
+                },
+                separators=(",", ":"),
+            ),
+            json.dumps({"event": "bye", "timestamp": str(start + 100)}),
+        ]
+        summary = summary_of(log)
+        assert (30.0, "closed") == (
+            summary.breakers["db"].time_open_total_s,
+            summary.breakers["db"].final_state,
+        )
+        assert (start + 100) * 1_000_000 == summary.end_us
+
+    def test_crlf_and_blank_lines(self) -> None:
+        """Windows line ends are fine; blank lines are not 'skipped'."""
+        data = ("\r\n\r\n".join(REFERENCE) + "\r\n").encode()
+        summary = summary_of(data).to_json()
+        assert (27, 1) == (summary["lines"], summary["skipped"])
+        assert EXPECTED["breakers"] == summary["breakers"]
+
+    def test_no_final_newline(self) -> None:
+        """The last line counts even without a newline."""
+        data = "\n".join(REFERENCE).encode()
+        assert EXPECTED == summary_of(data).to_json()
+
+    def test_memory_does_not_grow_with_the_log(self) -> None:
+        """Reading 30 MB of log keeps well under 8 MB of Python memory."""
+
+        block = text_of(
+            [
+                change(0, "db", "closed", "open"),
+                *(
+                    line(i, "request_finished", path="/a" * 320, i=i)
+                    for i in range(1, 299)
+                ),
+                change(299, "db", "open", "closed"),
+            ]
+        )
+
+        class Repeated(io.RawIOBase):
+            """The same 300 lines again and again, made on demand."""
+
+            def __init__(self, times: int) -> None:
+                self.left = times
+                self.pending = memoryview(b"")
+
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: Any) -> int:
+                if not self.pending and self.left:
+                    self.left -= 1
+                    self.pending = memoryview(block)
+                size = min(len(buffer), len(self.pending))
+                buffer[:size] = self.pending[:size]
+                self.pending = self.pending[size:]
+                return size
+
+        stream = Repeated(150)
+        assert len(block) * 150 > 30_000_000
+        tracemalloc.start()
+        try:
+            summary = summarize([("gen", io.BufferedReader(stream))])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # The repeated transitions are duplicates: two distinct ones.
+        assert (45_000, 2) == (summary.lines, len(summary.timeline))
+        assert peak < 8 * 1024 * 1024
+
+    def test_memory_does_not_grow_with_the_number_of_files(self) -> None:
+        """Twenty 1.2 MB files merged: no block per file is kept."""
+        template = line(0, "request_finished", path="/a" * 320)
+
+        def content(number: int) -> bytes:
+            # Events interleaved in time across files: the merge takes
+            # turns, so every file's reader pauses mid-file.
+            return text_of(
+                line(i * 20 + number, "retry_scheduled", breaker="db")
+                if i % 40 == 0
+                else template.replace(at(0), at(i * 20 + number))
+                for i in range(1600)
+            )
+
+        streams = [(f"f{i}.log", io.BytesIO(content(i))) for i in range(16)]
+        streams += [
+            (f"g{i}.log.gz", io.BytesIO(gzip.compress(content(16 + i))))
+            for i in range(4)
+        ]
+        assert len(content(0)) > _logs._BLOCK
+        tracemalloc.start()
+        try:
+            summary = summarize(streams)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert (20 * 1600, 20 * 40) == (
+            summary.lines,
+            summary.breakers["db"].retries_scheduled,
+        )
+        # Holding one block per file would take more than 20 MB.
+        assert peak < 10 * 1024 * 1024
+
+
+class TestSkipped:
+    """Unusable lines are counted and explained, never fatal."""
+
+    GARBAGE = (
+        "plain text from the app",  # 1 not JSON
+        '{"event": "circuit_state_changed", "breaker": "db", "old_st',  # 2
+        "[1, 2, 3]",  # 3 not a JSON object
+        '"just a string"',  # 4 not a JSON object
+        '{"event": "circuit_state_changed", "breaker": "db"}',  # 5 no ts
+        '{"event": "retry_scheduled", "breaker": "db", "timestamp": "soon"}',
+        '{"event": "retry_scheduled", "timestamp": "2026-11-27T22:00:00Z"}',
+        '{"event": "call_rejected", "breaker": "db", bad json}',  # 8
+        "",  # 9 blank: ignored
+        "\x00\xff\xfe binary",  # 10 not JSON
+        "42",  # 11 not a JSON object
+        "{not json at all, retry_ but no quote}",  # 12: an ordinary line
+    )
+
+    def test_reasons_and_line_numbers(self) -> None:
+        """Each kind of garbage has its reason and 1-based line number."""
+        summary = summary_of([*self.GARBAGE, *REFERENCE])
+        assert 11 == summary.skipped
+        assert [
+            (1, "not JSON"),
+            (2, "truncated JSON"),
+            (3, "not a JSON object"),
+            (4, "not a JSON object"),
+            (5, "missing timestamp"),
+        ] == [(e.line, e.reason) for e in summary.skipped_examples]
+        assert EXPECTED["breakers"] == summary.to_json()["breakers"]
+
+    def test_later_reasons(self) -> None:
+        """Reasons for events with a bad timestamp or no breaker."""
+        summary = summary_of(self.GARBAGE[5:])
+        assert [
+            (1, "unparsable timestamp"),
+            (2, "retry_scheduled without a breaker"),
+            (3, "invalid JSON"),
+            (5, "not JSON"),
+            (6, "not a JSON object"),
+        ] == [(e.line, e.reason) for e in summary.skipped_examples]
+        assert 0 == summary.events
+
+    def test_too_long_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A line beyond the limit is skipped without being kept."""
+        monkeypatch.setattr(_logs, "_BLOCK", 64)
+        monkeypatch.setattr(_logs, "_MAX_LINE", 1000)
+        log = [REFERENCE[0], "x" * 5000, *REFERENCE[1:]]
+        summary = summary_of(log)
+        assert (15, 2) == (summary.lines, summary.skipped)
+        assert (2, "line too long") == (
+            summary.skipped_examples[0].line,
+            summary.skipped_examples[0].reason,
+        )
+        assert EXPECTED["breakers"] == summary.to_json()["breakers"]
+
+    def test_small_blocks_same_result(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines cut across read blocks are joined correctly."""
+        monkeypatch.setattr(_logs, "_BLOCK", 7)
+        assert EXPECTED == summary_of(REFERENCE).to_json()
+        assert (
+            EXPECTED == summary_of(gzip.compress(text_of(REFERENCE))).to_json()
+        )
+
+    def test_only_garbage_exits_1(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Nothing usable: exit 1 and one line on stderr, no traceback."""
+        path = write(tmp_path / "junk.log", self.GARBAGE)
+        code, out, err = run([path], capsys)
+        assert (1, "") == (code, out)
+        assert "no circuit breaker event found" in err
+        assert 1 == len(err.strip().splitlines())
+
+    def test_garbage_with_one_event_exits_0(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One usable event among garbage is enough."""
+        path = write(
+            tmp_path / "mixed.log",
+            [*self.GARBAGE, change(0, "db", "closed", "open")],
+        )
+        code, out, _ = run([path, "--format", "json"], capsys)
+        assert (0, 1) == (code, json.loads(out)["breakers"]["db"]["trips"])
+
+    def test_binary_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Random bytes: exit 1, no traceback."""
+        path = tmp_path / "random.bin"
+        path.write_bytes(random.Random(3).randbytes(300_000))
+        code, _, err = run([str(path)], capsys)
+        assert 1 == code
+        assert "Traceback" not in err
+
+    def test_event_name_in_a_message_is_not_an_event(self) -> None:
+        """A line that merely mentions an event name is an ordinary line."""
+        log = [
+            line(0, "debug", message='saw "circuit_state_changed" twice'),
+            change(5, "db", "closed", "open"),
+        ]
+        summary = summary_of(log)
+        assert (0, 1) == (summary.skipped, summary.events)
+        assert 0 == summary.start_us - _logs.parse_timestamp(at(0))
+
+
+class TestFilters:
+    """--since, --until and --breaker."""
+
+    def test_since_until_window(self) -> None:
+        """Only transitions inside the window; open time clipped to it."""
+        summary = summary_of(REFERENCE, since=at(30), until=at(400)).to_json()
+        db = summary["breakers"]["database_connection"]
+        api = summary["breakers"]["siliconflow_api"]
+        # db: open from 30 (state carried from the trip at 10) to 40, then
+        # 41 to 101: 10 + 60 s; trips: only the one at 41.
+        assert (1, 70.0, 60.0, 10) == (
+            db["trips"],
+            db["time_open_total_s"],
+            db["longest_open_s"],
+            db["rejected"],
+        )
+        # api: open from 300 to --until (the log goes on past it).
+        assert (1, 100.0) == (api["trips"], api["time_open_total_s"])
+        assert [
+            "2026-11-27T22:00:40Z",
+            "2026-11-27T22:00:41Z",
+            "2026-11-27T22:01:41Z",
+            "2026-11-27T22:01:42Z",
+            "2026-11-27T22:05:00Z",
+        ] == [t["time"] for t in summary["timeline"]]
+        assert 14 == summary["lines"]
+
+    def test_until_before_a_trip(self) -> None:
+        """--until cuts the log: later trips are not counted."""
+        summary = summary_of(REFERENCE, until=at(200))
+        assert ["database_connection"] == list(summary.breakers)
+        # The log goes on after --until: the period ends there.
+        assert parse_timestamp(at(200)) == summary.end_us
+        assert (
+            parse_timestamp(at(112))
+            == summary_of(REFERENCE[:12], until=at(200)).end_us
+        )
+
+    def test_breaker_filter(self) -> None:
+        """Names and shell patterns select breakers."""
+        only_api = summary_of(REFERENCE, breakers=["siliconflow_api"])
+        assert ["siliconflow_api"] == list(only_api.breakers)
+        assert 1 == len(only_api.timeline)
+        pattern = summary_of(REFERENCE, breakers=["data*"])
+        assert ["database_connection"] == list(pattern.breakers)
+        both = summary_of(
+            REFERENCE, breakers=["database_connection", "silicon*"]
+        )
+        assert EXPECTED == both.to_json()
+
+    def test_cli_filters(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The CLI options reach the analysis."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        code, out, _ = run(
+            [
+                path,
+                "--since",
+                "2026-11-27T22:04:00Z",
+                "--breaker",
+                "siliconflow_api",
+                "--format",
+                "json",
+            ],
+            capsys,
+        )
+        result = json.loads(out)
+        assert (0, ["siliconflow_api"], 300.0) == (
+            code,
+            list(result["breakers"]),
+            result["breakers"]["siliconflow_api"]["time_open_total_s"],
+        )
+
+    def test_relative_since(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--since 2h keeps the last two hours only."""
+        now = time.time()
+        log = [
+            json.dumps(
+                {
+                    "event": "circuit_state_changed",
+                    "breaker": name,
+                    "old_state": "closed",
+                    "new_state": "open",
+                    "timestamp": now - age,
+                }
+            )
+            for name, age in (("old", 3 * 3600), ("recent", 3600))
+        ]
+        log.append(
+            json.dumps(
+                {
+                    "event": "circuit_state_changed",
+                    "breaker": "old",
+                    "old_state": "open",
+                    "new_state": "closed",
+                    "timestamp": now - 2.5 * 3600,
+                }
+            )
+        )
+        path = write(tmp_path / "a.log", log)
+        code, out, _ = run([path, "--since", "2h", "--format", "json"], capsys)
+        assert (0, ["recent"]) == (code, list(json.loads(out)["breakers"]))
+
+    def test_filters_leave_nothing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No event in the window: exit 1, the message names the filter."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        code, out, err = run([path, "--breaker", "nope"], capsys)
+        assert (1, "") == (code, out)
+        assert "for breaker nope" in err
+
+
+class TestCommand:
+    """Exit codes, outputs and messages of summarize_command."""
+
+    def test_table(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The default output is an aligned plain-text table."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        code, out, err = run([path], capsys)
+        assert (0, "") == (code, err)
+        row = next(r for r in out.splitlines() if "database_connection" in r)
+        assert [
+            "database_connection",
+            "2",
+            "1m",
+            "30s",
+            "1m",
+            "00s",
+            "closed",
+            "10",
+            "3",
+            "1",
+            "no",
+        ] == row.split()
+        assert "22:05:00Z" in out
+        assert CAUSE_DB in out
+        assert "a.log:2: not JSON" in out
+
+    def test_table_escapes_control_characters(self) -> None:
+        """Terminal escape sequences from the logs are shown, not run."""
+        log = [change(0, "evil\x1b[2J\x1b]0;pwned\x07", "closed", "open")]
+        table = render_table(summary_of(log))
+        assert "\x1b" not in table
+        assert "\\x1b[2J" in table
+
+    def test_json_to_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--output writes the report there; stdout stays empty."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        target = tmp_path / "out.json"
+        code, out, _ = run(
+            [path, "--format", "json", "--output", str(target)], capsys
+        )
+        assert (0, "") == (code, out)
+        assert EXPECTED == json.loads(target.read_text())
+
+    def test_html_default_path(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Without --output the HTML report goes to resilience-report.html."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        monkeypatch.chdir(tmp_path)
+        code, out, err = run([path, "--format", "html"], capsys)
+        assert (0, "") == (code, out)
+        assert "resilience-report.html" in err
+        assert (
+            (tmp_path / "resilience-report.html")
+            .read_text()
+            .startswith("<!DOCTYPE html>")
+        )
+
+    def test_unreadable_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A missing file: exit 1, one line naming it."""
+        missing = str(tmp_path / "missing.log")
+        code, out, err = run([missing], capsys)
+        assert (1, "") == (code, out)
+        assert missing in err
+        assert 1 == len(err.strip().splitlines())
+
+    def test_directory(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A directory given as FILE: exit 1, no traceback."""
+        code, _, err = run([str(tmp_path)], capsys)
+        assert 1 == code
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["--since", "last tuesday"],
+            ["--until", "soon"],
+            ["--since", "2026-11-28T00:00Z", "--until", "2026-11-27T00:00Z"],
+        ],
+    )
+    def test_bad_times_exit_2(
+        self,
+        argv: list[str],
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Unparsable or inverted --since/--until: exit 2."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        code, out, err = run([path, *argv], capsys)
+        assert (2, "") == (code, out)
+        assert 1 == len(err.strip().splitlines())
+
+    def test_bad_flapping_values(self) -> None:
+        """Argument types refuse nonsense (argparse exits 2)."""
+        with pytest.raises(SystemExit) as exc:
+            parser().parse_args(["a.log", "--flapping-trips", "0"])
+        assert 2 == exc.value.code
+        with pytest.raises(SystemExit):
+            parser().parse_args(["a.log", "--flapping-window", "-5"])
+
+    def test_unwritable_output(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An output path that cannot be written: exit 1."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        target = str(tmp_path / "no" / "such" / "dir" / "r.json")
+        code, _, err = run(
+            [path, "--format", "json", "--output", target], capsys
+        )
+        assert 1 == code
+        assert "cannot write" in err
+
+    def test_closed_pipe(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A reader that went away (| head): exit 1, no traceback."""
+
+        class ClosedPipe(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(32, "Broken pipe")
+
+            def fileno(self) -> int:
+                raise io.UnsupportedOperation("no fd in tests")
+
+        path = write(tmp_path / "a.log", REFERENCE)
+        monkeypatch.setattr(sys, "stdout", ClosedPipe())
+        assert 1 == summarize_command(parser().parse_args([path]))
+
+
+class TestRealStructlog:
+    """Logs written by structlog itself, and by real policies."""
+
+    def test_json_renderer_output(self) -> None:
+        """JSONRenderer + TimeStamper(iso, utc) lines are understood."""
+        out = io.StringIO()
+        log = structlog.wrap_logger(
+            structlog.PrintLogger(file=out),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+        ).bind(logger="sage_resilience")
+        log.info("config_loaded", path="x.yaml", platform="linux", policies=[])
+        log.warning(
+            "circuit_state_changed",
+            breaker="vectorizer",
+            old_state="closed",
+            new_state="open",
+            failure_count=3,
+            failure_threshold=3,
+            recovery_timeout=60,
+            recent_failures=[],
+            failure_rate_per_min=3,
+            last_failure="ReadTimeout: timed out after 20.0s",
+            last_cause="http_timeout",
+            platform="linux",
+            reason="consecutive_failures",
+        )
+        log.info("call_rejected", breaker="vectorizer", retry_after=59.9)
+        log.info(
+            "retry_scheduled",
+            breaker="vectorizer",
+            attempt=1,
+            max_attempts=3,
+            wait=0.5,
+            error="ReadTimeout: timed out",
+        )
+        log.info(
+            "circuit_state_changed",
+            breaker="vectorizer",
+            old_state="open",
+            new_state="half-open",
+            rejected_while_open=12,
+        )
+        summary = summary_of(out.getvalue().encode())
+        assert {
+            "trips": 1,
+            "final_state": "half-open",
+            "rejected": 12,
+            "retries_scheduled": 1,
+            "top_causes": [
+                {"cause": "ReadTimeout: timed out after <n>s", "count": 1}
+            ],
+        } == {
+            key: value
+            for key, value in summary.to_json()["breakers"][
+                "vectorizer"
+            ].items()
+            if key
+            in {
+                "trips",
+                "final_state",
+                "rejected",
+                "retries_scheduled",
+                "top_causes",
+            }
+        }
+        assert (5, 0) == (summary.lines, summary.skipped)
+
+    def test_real_policy_run(self, tmp_path: Path) -> None:
+        """Events of a real policy that trips, recovers and trips again."""
+        from sage_resilience import (  # noqa: PLC0415
+            CircuitOpenError,
+            configure,
+            policy,
+        )
+        from sage_resilience._config import load_config_text  # noqa: PLC0415
+
+        config = load_config_text(
+            "version: 1\n"
+            "policies:\n"
+            "  flaky:\n"
+            "    failure_threshold: 2\n"
+            "    recovery_timeout: 0.05\n"
+            "    retry: {attempts: 2}\n"
+        )
+        out = io.StringIO()
+        saved = structlog.get_config()
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(file=out),
+            cache_logger_on_first_use=False,
+        )
+        try:
+            configure(config)
+            flaky = policy("flaky")
+
+            def fail() -> None:
+                raise ConnectionRefusedError(111, "Connection refused")
+
+            for _ in range(3):
+                with pytest.raises((ConnectionRefusedError, CircuitOpenError)):
+                    flaky.call(fail)
+            time.sleep(0.08)
+            assert "ok" == flaky.call(lambda: "ok")
+            for _ in range(2):
+                with pytest.raises((ConnectionRefusedError, CircuitOpenError)):
+                    flaky.call(fail)
+        finally:
+            structlog.configure(**saved)
+        summary = summary_of(out.getvalue().encode())
+        breaker = summary.to_json()["breakers"]["flaky"]
+        # Two calls failed twice (one retry each) and tripped the circuit.
+        assert (2, "open", 2) == (
+            breaker["trips"],
+            breaker["final_state"],
+            breaker["retries_scheduled"],
+        )
+        assert ["open", "half-open", "closed", "open"] == [
+            t["new_state"] for t in summary.to_json()["timeline"]
+        ]
+        assert "ConnectionRefusedError" in breaker["top_causes"][0]["cause"]
+
+
+LAST_NIGHT = Path(__file__).parent / "data" / "logs" / "last-night.log.gz"
+
+
+class TestLastNight:
+    """The night told in tests/data/logs/make_last_night.py."""
+
+    def test_story(self) -> None:
+        """Each figure of the story, from the gzip fixture."""
+        with LAST_NIGHT.open("rb") as stream:
+            summary = summarize([("last-night.log.gz", stream)])
+        result = summary.to_json()
+        assert {
+            "database_connection": {
+                "trips": 1,
+                "time_open_total_s": 30.0,
+                "longest_open_s": 30.0,
+                "final_state": "closed",
+                "rejected": 14,
+                "retries_scheduled": 2,
+                "retries_exhausted": 1,
+                "flapping": False,
+                "top_causes": [{"cause": CAUSE_DB, "count": 1}],
+            },
+            "siliconflow_api": {
+                "trips": 4,
+                "time_open_total_s": 480.0,
+                "longest_open_s": 120.0,
+                "final_state": "closed",
+                "rejected": 343,
+                "retries_scheduled": 4,
+                "retries_exhausted": 1,
+                "flapping": True,
+                "top_causes": [
+                    {"cause": CAUSE_API, "count": 3},
+                    {"cause": "ReadTimeout: timed out after <n>s", "count": 1},
+                ],
+            },
+        } == result["breakers"]
+        # Two uvicorn lines and a four-line traceback are plain text.
+        assert (6, 13) == (result["skipped"], len(result["timeline"]))
+
+    def test_html_bands(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The report draws every state stretch of both breakers."""
+        target = tmp_path / "night.html"
+        code, _, _ = run(
+            [str(LAST_NIGHT), "--format", "html", "--output", str(target)],
+            capsys,
+        )
+        page = target.read_text(encoding="utf-8")
+        states = re.findall(
+            r'class="band band-[a-z-]+" data-state="([a-z-]+)"', page
+        )
+        assert 0 == code
+        # database_connection: closed, open, half-open, closed; then the API:
+        # closed, (open, half-open) x 3, closed, open, half-open, closed.
+        assert [
+            "closed",
+            "open",
+            "half-open",
+            "closed",
+            "closed",
+            *["open", "half-open"] * 3,
+            "closed",
+            "open",
+            "half-open",
+            "closed",
+        ] == states
+
+
+# ---------------------------------------------------------------------------
+# Generated logs against a brute-force model
+
+
+NEXT_STATES = {
+    "closed": ["open"],
+    "open": ["half-open"],
+    "half-open": ["open", "closed"],
+}
+
+
+def stamp(us: int, form: int) -> object:
+    """A timestamp in one of the forms logs use."""
+    moment = _logs._EPOCH + dt.timedelta(microseconds=us)
+    if form == 0:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if form == 1:
+        return moment.astimezone(
+            dt.timezone(dt.timedelta(hours=2))
+        ).isoformat()
+    if form == 2:
+        return us / 1_000_000 if us % 1000 == 0 else moment.isoformat()
+    return moment.replace(tzinfo=None).isoformat(sep=" ")
+
+
+@st.composite
+def generated_logs(draw: st.DrawFn) -> dict[str, Any]:
+    """Breakers with consistent state chains, retries, noise, disorder."""
+    start = 1_795_900_000_000_000
+    names = draw(
+        st.lists(
+            st.sampled_from(["db", "api", "vec", "mem"]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
+    entries: list[tuple[int, str]] = []  # (time, line)
+    model: dict[str, dict[str, Any]] = {}
+    end = start
+    for name in names:
+        steps = draw(st.lists(st.integers(1, 90_000), min_size=0, max_size=12))
+        state, now, open_since = "closed", start, None
+        trips = open_total = 0
+        chain = []
+        for gap in steps:
+            now += gap * 1000
+            new = draw(st.sampled_from(NEXT_STATES[state]))
+            chain.append((now, state, new))
+            if new == "open":
+                trips += 1
+                open_since = now
+            elif state == "open":
+                open_total += now - open_since
+            state = new
+        retries = draw(st.integers(0, 6))
+        for index in range(retries):
+            when = start + draw(st.integers(1, 900_000)) * 1000
+            entries.append(
+                (
+                    when,
+                    json.dumps(
+                        {
+                            "event": "retry_scheduled",
+                            "breaker": name,
+                            "attempt": index,
+                            "wait": index / 10,
+                            "timestamp": stamp(when, 0),
+                        }
+                    ),
+                )
+            )
+            end = max(end, when)
+        for when, old, new in chain:
+            entries.append(
+                (
+                    when,
+                    json.dumps(
+                        {
+                            "event": "circuit_state_changed",
+                            "breaker": name,
+                            "old_state": old,
+                            "new_state": new,
+                            "last_failure": "OSError: refused",
+                            "timestamp": stamp(when, draw(st.integers(0, 3))),
+                        }
+                    ),
+                )
+            )
+            end = max(end, when)
+        model[name] = {
+            "trips": trips,
+            "open_us": open_total,
+            "open_since": open_since if state == "open" else None,
+            "final": state,
+            "retries": retries,
+            "seen": bool(chain) or retries > 0,
+        }
+    tail = end + draw(st.integers(0, 5_000)) * 1000
+    entries.append(
+        (start, json.dumps({"event": "boot", "timestamp": stamp(start, 0)}))
+    )
+    entries.append(
+        (tail, json.dumps({"event": "bye", "timestamp": stamp(tail, 3)}))
+    )
+    for info in model.values():
+        if info["open_since"] is not None:
+            info["open_us"] += tail - info["open_since"]
+    entries.sort(key=lambda entry: entry[0])
+    lines = [text for _, text in entries]
+    # Disorder: swap neighbours; duplicates: repeat a line close by.
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    for _ in range(draw(st.integers(0, len(lines)))):
+        i = rng.randrange(len(lines))
+        j = min(len(lines) - 1, i + rng.randrange(1, 4))
+        lines[i], lines[j] = lines[j], lines[i]
+    for _ in range(draw(st.integers(0, 5))):
+        i = rng.randrange(len(lines))
+        lines.insert(min(len(lines), i + rng.randrange(0, 3)), lines[i])
+    garbage = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "oops",
+                    "[1]",
+                    "{truncated",
+                    '{"event": "retry_scheduled"',
+                    "  ",
+                ]
+            ),
+            max_size=5,
+        )
+    )
+    for text in garbage:
+        lines.insert(rng.randrange(len(lines) + 1), text)
+    skipped = sum(1 for text in garbage if text.strip())
+    split = draw(st.integers(0, len(lines)))
+    files = [lines[:split], lines[split:]] if draw(st.booleans()) else [lines]
+    compress = draw(st.booleans())
+    return {
+        "files": files,
+        "compress": compress,
+        "model": model,
+        "lines": len(lines),
+        "skipped": skipped,
+    }
+
+
+class TestGeneratedLogs:
+    """Hypothesis logs agree with a brute-force model."""
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(generated_logs())
+    def test_against_model(self, case: dict[str, Any]) -> None:
+        """Trips, open time, final state, retries, lines and skipped."""
+        files = []
+        for content in reversed(case["files"]):
+            data = text_of(content) if content else b""
+            files.append(gzip.compress(data) if case["compress"] else data)
+        summary = summary_of(*files)
+        expected = {
+            name: (
+                info["trips"],
+                info["open_us"] / 1_000_000,
+                info["final"],
+                info["retries"],
+            )
+            for name, info in case["model"].items()
+            if info["seen"]
+        }
+        actual = {
+            name: (
+                b.trips,
+                b.time_open_total_s,
+                b.final_state,
+                b.retries_scheduled,
+            )
+            for name, b in summary.breakers.items()
+        }
+        assert expected == actual
+        assert (case["lines"], case["skipped"]) == (
+            summary.lines,
+            summary.skipped,
+        )
+        times = [t.time_us for t in summary.timeline]
+        assert sorted(times) == times
+
+
+# ---------------------------------------------------------------------------
+# HTML
+
+
+def html_summary() -> _logs.Summary:
+    """db: closed 25%, open 50%, half-open 25%; api: closed throughout."""
+    return summary_of(
+        [
+            line(0, "boot"),
+            change(100, "db", "closed", "open"),
+            change(300, "db", "open", "half-open", rejected=5),
+            line(400, "retry_scheduled", breaker="api", attempt=1),
+        ]
+    )
+
+
+class TestHtml:
+    """The self-contained HTML report."""
+
+    def test_self_contained(self) -> None:
+        """No reference to anything outside the page, no script."""
+        page = render_html(summary_of(REFERENCE))
+        assert page.startswith("<!DOCTYPE html>")
+        lowered = page.lower()
+        for banned in (
+            "http://",
+            "https://",
+            "<script",
+            "src=",
+            "href=",
+            "url(",
+        ):
+            assert banned not in lowered, banned
+        # The cause came from a log line holding a URL: still none in the page.
+        assert "Server error" in page
+
+    def test_bands(self) -> None:
+        """One band per state stretch, with class and data-state."""
+        page = render_html(html_summary())
+        bands = re.findall(
+            r'<rect class="band band-([a-z-]+)" data-state="([^"]+)"[^>]*'
+            r'width="([0-9.]+)"',
+            page,
+        )
+        # api (first by name): closed all along; db: closed, open, half-open.
+        assert [
+            ("closed", "closed"),
+            ("closed", "closed"),
+            ("open", "open"),
+            ("half-open", "half-open"),
+        ] == [(css, state) for css, state, _ in bands]
+        widths = [float(width) for _, _, width in bands]
+        assert widths[2] == pytest.approx(2 * widths[3])
+        assert widths[0] == pytest.approx(sum(widths[1:]))
+        assert 'class="legend"' in page
+        assert "time (UTC)" in page
+
+    def test_escapes_log_text(self) -> None:
+        """Breaker names and causes from the logs cannot inject markup."""
+        evil = '<img src=x onerror=alert(1)>"'
+        page = render_html(
+            summary_of(
+                [
+                    change(
+                        0, evil, "closed", "open", last_failure=f"E: {evil}"
+                    ),
+                    change(1, "x", "closed", "<b>", last_failure=evil),
+                ]
+            )
+        )
+        assert "<img" not in page
+        assert "<b>" not in page
+        assert "&lt;img" in page
+        assert 'class="band band-other"' in page
+
+    def test_rendered_in_chromium(self, tmp_path: Path) -> None:
+        """Headless Chromium draws the bands in proportion to the time."""
+        chromium = need_binary(
+            "chromium", "apt-get install chromium chromium-driver"
+        )
+        report = tmp_path / "report.html"
+        report.write_text(render_html(html_summary()), encoding="utf-8")
+        common = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            f"--user-data-dir={tmp_path / 'profile'}",
+        ]
+        dom = subprocess.run(
+            [*common, "--dump-dom", report.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        assert 4 == len(re.findall(r'<rect class="band band-', dom))
+        shot = tmp_path / "shot.png"
+        subprocess.run(
+            [
+                *common,
+                "--window-size=1100,1100",
+                f"--screenshot={shot}",
+                report.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        colours = png_colours(shot.read_bytes())
+        closed = colours[(0x3F, 0xA3, 0x4D)]
+        open_ = colours[(0xD7, 0x26, 0x3D)]
+        half = colours[(0xF0, 0xA2, 0x02)]
+        swatch = 14 * 14
+        # Bands are drawn: far more than the legend's swatch of each colour.
+        assert open_ > 20 * swatch
+        # ...and in proportion: open lasted twice as long as half-open, the
+        # two closed stretches (api all along, db 25%) five times as long.
+        assert (open_ - swatch) / (half - swatch) == pytest.approx(2, rel=0.1)
+        assert (closed - swatch) / (half - swatch) == pytest.approx(5, rel=0.1)
+
+
+def png_colours(data: bytes) -> Counter[tuple[int, int, int]]:
+    """Count the RGB colours of a PNG (8-bit RGB/RGBA), stdlib only."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    position, chunks = 8, []
+    width = height = channels = 0
+    while position < len(data):
+        (size,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + size]
+        position += 12 + size
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(
+                ">IIBBBBB", body
+            )
+            assert (8, 0) == (depth, interlace)
+            channels = {2: 3, 6: 4}[colour]
+        elif kind == b"IDAT":
+            chunks.append(body)
+    raw = zlib.decompress(b"".join(chunks))
+    stride = width * channels
+    previous = bytes(stride)
+    counts: Counter[tuple[int, int, int]] = Counter()
+    for row in range(height):
+        offset = row * (stride + 1)
+        kind = raw[offset]
+        scan = raw[offset + 1 : offset + 1 + stride]
+        if kind == 0:
+            current = bytes(scan)
+        elif kind == 2:
+            current = bytes(
+                (a + b) & 255 for a, b in zip(scan, previous, strict=True)
+            )
+        else:
+            out = bytearray(scan)
+            for i in range(stride):
+                left = out[i - channels] if i >= channels else 0
+                up = previous[i]
+                corner = previous[i - channels] if i >= channels else 0
+                if kind == 1:
+                    guess = left
+                elif kind == 3:
+                    guess = (left + up) // 2
+                else:
+                    pa = abs(up - corner)
+                    pb = abs(left - corner)
+                    pc = abs(left + up - 2 * corner)
+                    guess = (
+                        left
+                        if pa <= pb and pa <= pc
+                        else up
+                        if pb <= pc
+                        else corner
+                    )
+                out[i] = (out[i] + guess) & 255
+            current = bytes(out)
+        counts.update(
+            zip(
+                current[0::channels],
+                current[1::channels],
+                current[2::channels],
+                strict=True,
+            )
+        )
+        previous = current
+    return counts
