@@ -17,6 +17,7 @@ from sage_resilience._config import (
     ResilienceConfig,
     load_config,
 )
+from sage_resilience._diagnose import Diagnosis, diagnose
 from sage_resilience._policy import Policy
 from sage_resilience._registry import configure, policy
 from sage_resilience.exceptions import (
@@ -33,12 +34,14 @@ __all__ = [
     "ChaosError",
     "CircuitOpenError",
     "ConfigError",
+    "Diagnosis",
     "Policy",
     "PolicyConfig",
     "ResilienceConfig",
     "UnknownPolicyError",
     "breaker_status",
     "configure",
+    "diagnose",
     "health",
     "load_config",
     "policy",
