@@ -22,6 +22,27 @@ work is split in two:
 Transitions are observed through a pybreaker listener, whichever way they
 happen (our gate, ``breaker.open()`` by a user, a shared storage), and
 reported as ``circuit_state_changed`` after the lock is released.
+
+With a shared storage (:class:`~sage_resilience._storage.SharedStorage`,
+backends ``sqlite`` and ``redis``) the gate still decides locally and never
+waits for the store; what the fleet must agree on goes through the store's
+atomic operations, sent from the gate's slow paths:
+
+* a counted failure while closed is counted by the store (fleet-wide); the
+  store opens the circuit when its count reaches the threshold and this
+  gate follows when the answer comes back (well under a millisecond on a
+  local Redis), so the success path of a closed circuit stays storage-free;
+* a probe needs one of the fleet's ``half_open_max_calls`` slots, claimed
+  in the store as a lease: the first call past the recovery time is
+  refused while the claim is in flight, the next one probes if it was
+  granted;
+* local transitions (a rate-window trip, a probe's verdict, an operator's
+  open/close) happen at once and are confirmed by the store: only the
+  process whose operation made the transition logs
+  ``circuit_state_changed``, the others adopt it silently
+  (``circuit_state_synced``, debug level);
+* while the store is degraded the gate works exactly as with the memory
+  storage, and on recovery adopts what the store holds.
 """
 
 from __future__ import annotations
@@ -42,6 +63,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._config import PolicyConfig
+    from sage_resilience._storage import Outcome, SharedStorage, View
     from sage_resilience._window import SlidingWindow
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Gate"]
@@ -58,6 +80,54 @@ _RATE_BUCKETS: Final = 60
 
 def _noop() -> None:
     return None
+
+
+class _Synced:
+    """A transition adopted from the shared storage (made elsewhere)."""
+
+    __slots__ = ("breaker", "new_state", "old_state", "storage")
+
+    def __init__(
+        self, breaker: str, old_state: str, new_state: str, storage: str
+    ) -> None:
+        self.breaker = breaker
+        self.old_state = old_state
+        self.new_state = new_state
+        self.storage = storage
+
+    def emit(self) -> None:
+        logger.debug(
+            "circuit_state_synced",
+            breaker=self.breaker,
+            old_state=self.old_state,
+            new_state=self.new_state,
+            storage=self.storage,
+        )
+
+
+#: Why the store's answer moved this gate when this process's operation
+#: made the transition there.
+_MADE_HERE: Final = {
+    (CLOSED, OPEN): "consecutive_failures",
+    (OPEN, HALF_OPEN): "recovery_timeout_elapsed",
+    (HALF_OPEN, CLOSED): "probe_succeeded",
+    (HALF_OPEN, OPEN): "probe_failed",
+}
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _blocking_allowed() -> bool:
+    """Whether this thread may wait (it runs no event loop)."""
+    import asyncio  # noqa: PLC0415
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 def _raise(exc: BaseException) -> None:
@@ -144,7 +214,7 @@ class Gate:
         self.storage_name = storage_name
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: list[StateChange] = []
+        self._pending: list[StateChange | _Synced] = []
         self._refusal_info: RefusalInfo | None = None
         self._reason: str | None = None
 
@@ -180,6 +250,18 @@ class Gate:
         self.current_recovery_timeout = config.recovery_timeout
         self.window: SlidingWindow | None = None
 
+        # Shared storage: the store's view being adopted, whether the
+        # transition is someone else's, probe leases granted by the store
+        # (token, usable until) and held by running probes, claim state.
+        self._shared: SharedStorage | None = None
+        self._adopting: View | None = None
+        self._silent = False
+        self._lease_pool: list[tuple[str, float]] = []
+        self._leases: list[str] = []
+        self._claiming = False
+        self._next_claim = 0.0
+        self._diverged = False  # transitions logged while degraded
+
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=config.failure_threshold,
@@ -192,6 +274,17 @@ class Gate:
         )
         self.config = config
         self.reconfigure(config)
+        from sage_resilience._storage import SharedStorage  # noqa: PLC0415
+
+        if isinstance(self._storage, SharedStorage):
+            self._shared = self._storage
+            loaded = self._shared.bind(self)
+            if loaded is not None:
+                with self._lock:
+                    self._apply_view(loaded, reason="storage", silent=True)
+                    events = self._take_events()
+                self._emit(events)
+                return
         self._adopt_storage_state()
 
     # -- configuration ----------------------------------------------------
@@ -272,17 +365,30 @@ class Gate:
                 self.calls += 1
                 return self._generation << 1
             now = self._clock()
+            shared = self._live()
             if state == OPEN and not self._forced and now >= self._probe_at:
-                self._reason = "recovery_timeout_elapsed"
-                self.breaker.half_open()
-                state = self._state
+                if shared is None:
+                    self._reason = "recovery_timeout_elapsed"
+                    self.breaker.half_open()
+                    state = self._state
+                else:
+                    # The store moves us to half-open with a lease.
+                    self._claim(shared, now)
+            token = None
             if (
                 state == HALF_OPEN
                 and self._probes < self.config.half_open_max_calls
+                and (
+                    shared is None
+                    or (token := self._take_lease(shared, now)) is not None
+                )
             ):
                 self._probes += 1
                 self.calls += 1
                 ticket = self._generation << 1 | _PROBE
+                if shared is not None and token is not None:
+                    self._leases.append(token)
+                    shared.push_hold(token, now, ttl=self._lease_ttl())
             else:
                 ticket = -1
                 error = self._reject(now)
@@ -291,6 +397,46 @@ class Gate:
         if ticket < 0:
             raise error
         return ticket
+
+    def _live(self) -> SharedStorage | None:
+        """The shared storage, unless it is degraded (or there is none)."""
+        shared = self._shared
+        if shared is None or shared.degraded:
+            return None
+        return shared
+
+    def _lease_ttl(self) -> float:
+        from sage_resilience._storage import LEASE_RESERVE  # noqa: PLC0415
+
+        timeout = self.config.timeout
+        return max(LEASE_RESERVE, timeout or self.current_recovery_timeout)
+
+    def _take_lease(self, shared: SharedStorage, now: float) -> str | None:
+        """A probe slot granted by the store, or None (and claim one)."""
+        pool = self._lease_pool
+        while pool:
+            token, usable_until = pool.pop()
+            if now < usable_until:
+                return token
+        self._claim(shared, now)
+        return None
+
+    def _claim(self, shared: SharedStorage, now: float) -> None:
+        """Ask the store for a probe slot, one request at a time."""
+        if self._claiming or now < self._next_claim:
+            return
+        from sage_resilience._storage import (  # noqa: PLC0415
+            LEASE_RESERVE,
+            new_token,
+        )
+
+        self._claiming = True
+        shared.push_claim(
+            now,
+            max_calls=self.config.half_open_max_calls,
+            ttl=LEASE_RESERVE,
+            token=new_token(),
+        )
 
     def _reject(self, now: float) -> CircuitOpenError:
         self.rejections += 1
@@ -357,19 +503,62 @@ class Gate:
         with self._lock:
             if not self._current(ticket):
                 return  # a late outcome from an earlier circuit generation
+            shared = self._live()
+            token = None
+            tripped = had_failures = False
             if ticket & _PROBE:
                 self._probes -= 1
                 self._reason = "probe_succeeded"
+                token = self._leases.pop() if self._leases else None
             elif window is not None and self._window_verdict(
                 window, failed=False, duration=duration
             ):
                 self._reason = self._window_reason
                 self.breaker.open()
+                tripped = True
             if self._state != OPEN and not self._clean:
+                had_failures = self._state == CLOSED
                 self.breaker.call(_noop)
                 self._clean = self._state == CLOSED
             events = self._take_events()
+            if shared is not None:
+                events = self._push_success(
+                    shared, token, events, tripped=tripped, reset=had_failures
+                )
         self._emit(events)
+
+    def _push_success(
+        self,
+        shared: SharedStorage,
+        token: str | None,
+        events: list[StateChange | _Synced],
+        *,
+        tripped: bool,
+        reset: bool,
+    ) -> list[StateChange | _Synced]:
+        """Tell the store about a success; the events it now owns go."""
+        now = self._clock()
+        if token is not None:
+            shared.push_verdict(
+                token,
+                now,
+                ok=True,
+                success_threshold=self.config.success_threshold,
+                open_for=self.current_recovery_timeout,
+                events=events,
+            )
+            return []
+        if tripped:
+            shared.push_open(
+                now,
+                open_for=self.current_recovery_timeout,
+                forced=False,
+                events=events,
+            )
+            return []
+        if reset:
+            shared.push_success(now)
+        return events
 
     def failure(
         self,
@@ -390,14 +579,30 @@ class Gate:
             if not self._current(ticket):
                 return  # late: the circuit has moved on without it
             self._clean = False
+            shared = self._live()
+            token = None
             if ticket & _PROBE:
                 self._probes -= 1
                 self._reason = "probe_failed"
+                token = self._leases.pop() if self._leases else None
             else:
                 self._reason = "consecutive_failures"
-            # pybreaker counts it (and may open), then re-raises it.
-            with contextlib.suppress(BaseException):
-                self.breaker.call(_raise, exc)
+            if shared is not None and not ticket & _PROBE:
+                # The store counts it fleet-wide and opens at the threshold.
+                shared.push_failure(
+                    exc,
+                    now,
+                    threshold=self.config.failure_threshold,
+                    open_for=self._next_recovery_timeout(
+                        CLOSED, now, "consecutive_failures"
+                    ),
+                    generation=self._generation,
+                )
+            else:
+                # pybreaker counts it (and may open), then re-raises it.
+                with contextlib.suppress(BaseException):
+                    self.breaker.call(_raise, exc)
+            tripped = False
             window = self.window
             if (
                 window is not None
@@ -409,7 +614,26 @@ class Gate:
             ):
                 self._reason = self._window_reason
                 self.breaker.open()
+                tripped = True
             events = self._take_events()
+            if shared is not None and token is not None:
+                shared.push_verdict(
+                    token,
+                    now,
+                    ok=False,
+                    success_threshold=self.config.success_threshold,
+                    open_for=self.current_recovery_timeout,
+                    events=events,
+                )
+                events = []
+            elif shared is not None and tripped:
+                shared.push_open(
+                    now,
+                    open_for=self.current_recovery_timeout,
+                    forced=False,
+                    events=events,
+                )
+                events = []
         self._emit(events)
 
     def _current(self, ticket: int) -> bool:
@@ -434,6 +658,9 @@ class Gate:
         with self._lock:
             if ticket >> 1 == self._generation:
                 self._probes -= 1
+                shared = self._live()
+                if self._leases and shared is not None:
+                    shared.push_release(self._leases.pop(), self._clock())
 
     _window_reason = "failure_rate"
 
@@ -450,7 +677,12 @@ class Gate:
     # -- operator controls -------------------------------------------------
 
     def force_open(self) -> None:
-        """Open until :meth:`force_close`; no automatic half-open."""
+        """Open until :meth:`force_close`; no automatic half-open.
+
+        With a shared storage the whole fleet follows; called outside an
+        event loop it returns once the store has it (at most 2 s).
+        """
+        op = None
         with self._lock:
             self._forced = True
             self._reason = "forced"
@@ -460,17 +692,45 @@ class Gate:
             else:
                 self.breaker.open()
             events = self._take_events()
+            shared = self._live()
+            if shared is not None:
+                op = shared.push_open(
+                    self._clock(),
+                    open_for=self.current_recovery_timeout,
+                    forced=True,
+                    events=events,
+                    wait=_blocking_allowed(),
+                )
+                events = []
         self._emit(events)
+        if op is not None and self._shared is not None:
+            self._shared.wait(op)
 
     def force_close(self, reason: str = "forced") -> None:
-        """Close the circuit (also ends a forced open)."""
+        """Close the circuit (also ends a forced open).
+
+        With a shared storage the whole fleet follows (see
+        :meth:`force_open`).
+        """
+        op = None
         with self._lock:
             self._forced = False
             self._reason = reason
             if self._state != CLOSED:
                 self.breaker.close()
             events = self._take_events()
+            shared = self._live()
+            if shared is not None:
+                op = shared.push_close(
+                    self._clock(),
+                    reset=reason == "reset",
+                    events=events,
+                    wait=_blocking_allowed(),
+                )
+                events = []
         self._emit(events)
+        if op is not None and self._shared is not None:
+            self._shared.wait(op)
 
     def reset(self) -> None:
         """Close and clear every counter and statistic."""
@@ -501,6 +761,14 @@ class Gate:
         self._generation += 1
         self._probes = 0
         self._refusal_info = None
+        adopting = self._adopting
+        if self._shared is not None:
+            # Leases belong to the state that granted them.
+            self._lease_pool.clear()
+            self._leases.clear()
+            self._next_claim = 0.0
+            if self._shared.degraded and not self._silent:
+                self._diverged = True
         if new != OPEN:
             self._forced = False  # e.g. breaker.close() called directly
         rejected: int | None = None
@@ -509,13 +777,16 @@ class Gate:
             if self._opened_at is not None:
                 self._open_seconds += max(0.0, now - self._opened_at)
         if new == OPEN:
-            self._grow_recovery_timeout(old, now, reason)
-            self._opened_at = now
-            self._probe_at = (
-                float("inf")
-                if self._forced
-                else now + self.current_recovery_timeout
-            )
+            if adopting is not None:
+                self._adopt_timing(adopting)
+            else:
+                self._grow_recovery_timeout(old, now, reason)
+                self._opened_at = now
+                self._probe_at = (
+                    float("inf")
+                    if self._forced
+                    else now + self.current_recovery_timeout
+                )
             self._rejected_while_open = 0
             self._rejection_logged = False
             self._clean = False
@@ -528,6 +799,11 @@ class Gate:
         if self.window is not None:
             self.window.clear()
         self._state = new
+        if self._silent:
+            self._pending.append(
+                _Synced(self.name, old, new, self.storage_name)
+            )
+            return
         self._pending.append(
             StateChange(
                 breaker=self.name,
@@ -549,26 +825,189 @@ class Gate:
     def _grow_recovery_timeout(
         self, old: str, now: float, reason: str
     ) -> None:
+        self.current_recovery_timeout = self._next_recovery_timeout(
+            old, now, reason
+        )
+        self.breaker.reset_timeout = self.current_recovery_timeout
+
+    def _next_recovery_timeout(
+        self, old: str, now: float, reason: str
+    ) -> float:
+        """How long the circuit would stay open if it opened now."""
         backoff = self.config.recovery_backoff
         base = self.config.recovery_timeout
         if backoff is None or reason == "forced":
-            self.current_recovery_timeout = base
-        else:
-            stable = base * backoff.multiplier
-            retrip = old == HALF_OPEN or (
-                self._closed_at is not None and now - self._closed_at < stable
-            )
-            self.current_recovery_timeout = (
-                min(
-                    self.current_recovery_timeout * backoff.multiplier,
-                    backoff.max,
-                )
-                if retrip
-                else base
-            )
-        self.breaker.reset_timeout = self.current_recovery_timeout
+            return base
+        stable = base * backoff.multiplier
+        retrip = old == HALF_OPEN or (
+            self._closed_at is not None and now - self._closed_at < stable
+        )
+        if not retrip:
+            return base
+        return min(
+            self.current_recovery_timeout * backoff.multiplier, backoff.max
+        )
 
-    def _take_events(self) -> list[StateChange]:
+    # -- shared storage (called from the storage's thread) -------------------
+
+    def _apply_view(self, view: View, *, reason: str, silent: bool) -> None:
+        """Make the local circuit what *view* says (lock held)."""
+        assert self._shared is not None
+        self._forced = view.forced
+        target = view.state
+        if target != self._state:
+            self._adopting = view
+            self._silent = silent
+            self._reason = reason
+            try:
+                if self.breaker._state.name == target:
+                    # pybreaker already holds it (a state loaded at start).
+                    self._on_transition(self._state, target)
+                elif target == OPEN:
+                    self.breaker.open()
+                elif target == HALF_OPEN:
+                    self.breaker.half_open()
+                else:
+                    self.breaker.close()
+            finally:
+                self._adopting = None
+                self._silent = False
+                self._reason = None
+        elif target == OPEN:
+            self._adopt_timing(view)
+        self._shared.set_counts(view.counter, view.successes)
+        self._clean = self._state == CLOSED and view.counter == 0
+
+    def _adopt_timing(self, view: View) -> None:
+        """Open since and until when the store says (lock held)."""
+        import datetime as dt  # noqa: PLC0415
+
+        self._opened_at = view.opened_at / 1000
+        self._storage.opened_at = dt.datetime.fromtimestamp(
+            self._opened_at, tz=dt.UTC
+        )
+        self._refusal_info = None
+        if view.forced:
+            self._probe_at = float("inf")
+            return
+        self._probe_at = view.probe_at / 1000
+        open_for = (view.probe_at - view.opened_at) / 1000
+        if open_for > 0:
+            self.current_recovery_timeout = open_for
+            self.breaker.reset_timeout = open_for
+
+    def _storage_sync(
+        self,
+        view: View,
+        *,
+        ours: bool,
+        events: list[Any],
+        resync: bool = False,
+    ) -> None:
+        """The store answered one of our operations, or sent news."""
+        shared = self._shared
+        assert shared is not None
+        with self._lock:
+            out: list[StateChange | _Synced] = []
+            if ours:
+                # This process's operation made the transition: log it.
+                if not events and view.state == self._state:
+                    events = shared.steal_events(view.state)
+                out.extend(events)
+                if view.state != self._state:
+                    self._apply_view(
+                        view,
+                        reason=_MADE_HERE.get(
+                            (self._state, view.state), "storage"
+                        ),
+                        silent=bool(events),
+                    )
+            elif not shared.optimistic():
+                # Not ours (or lost a race): adopt, unless a local
+                # transition of ours is still on its way to the store.
+                self._apply_view(
+                    view,
+                    reason="storage_resync",
+                    silent=not (resync and self._diverged),
+                )
+                self._next_claim = 0.0
+            if resync:
+                self._diverged = False
+            out.extend(self._take_events())
+        self._emit(out)
+
+    def _storage_claimed(
+        self, outcome: Outcome | None, token: str, ttl_ms: int
+    ) -> None:
+        """The store answered a probe claim (None: it could not)."""
+        from sage_resilience._storage import (  # noqa: PLC0415
+            CLAIM_RETRY,
+            LEASE_IDLE,
+        )
+
+        shared = self._shared
+        assert shared is not None
+        with self._lock:
+            self._claiming = False
+            now = self._clock()
+            if outcome is None:
+                self._next_claim = 0.0
+                return
+            view = outcome.view
+            if view.state != self._state and (
+                outcome.won or not shared.optimistic()
+            ):
+                self._apply_view(
+                    view,
+                    reason="recovery_timeout_elapsed",
+                    silent=not outcome.won,
+                )
+            if outcome.granted and self._state == HALF_OPEN:
+                usable = now + min(LEASE_IDLE, ttl_ms / 1000)
+                self._lease_pool.append((token, usable))
+                self._next_claim = 0.0
+            elif not outcome.granted:
+                self._next_claim = max(now + CLAIM_RETRY, outcome.hint / 1000)
+            events = self._take_events()
+        self._emit(events)
+
+    def _storage_local_failure(
+        self, exc: BaseException, generation: int
+    ) -> None:
+        """A failure the store never counted: count it here."""
+        with self._lock:
+            if generation != self._generation or self._state != CLOSED:
+                return
+            self._reason = "consecutive_failures"
+            with contextlib.suppress(BaseException):
+                self.breaker.call(_raise, exc)
+            events = self._take_events()
+        self._emit(events)
+
+    def _storage_snapshot(self) -> View:
+        """The local circuit as a view (to seed a store that lost it)."""
+        from sage_resilience._storage import View  # noqa: PLC0415
+
+        shared = self._shared
+        assert shared is not None
+        with self._lock:
+            opened = self._opened_at if self._state != CLOSED else None
+            probe = (
+                _ms(self._probe_at)
+                if self._state == OPEN and not self._forced
+                else 0
+            )
+            return View(
+                self._state,
+                self.failure_count,
+                int(self._storage.success_counter),
+                _ms(opened) if opened is not None else 0,
+                probe,
+                self._forced,
+                max(shared.seen_version, 0),
+            )
+
+    def _take_events(self) -> list[StateChange | _Synced]:
         self._reason = None
         if not self._pending:
             return self._pending
@@ -576,7 +1015,7 @@ class Gate:
         return events
 
     @staticmethod
-    def _emit(events: list[StateChange]) -> None:
+    def _emit(events: list[StateChange | _Synced]) -> None:
         for event in events:
             event.emit()
 
