@@ -26,6 +26,7 @@ uncounted and unretried; connection failures and timeouts count.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Final
 
@@ -123,9 +124,16 @@ def _arguments(
 
 
 async def _open_pool(**kwargs: Any) -> Any:
-    # Pool initialisation closes what it opened when it fails or is
-    # cancelled (the policy's timeout), so an attempt leaks nothing.
-    return await asyncpg.create_pool(**kwargs)
+    # A failed or cancelled (policy timeout) attempt must not leave open
+    # connections behind: recent asyncpg closes them itself, older ones
+    # are told to.
+    pool = asyncpg.create_pool(**kwargs)
+    try:
+        return await pool
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pool.terminate()
+        raise
 
 
 async def create_pool(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -68,6 +69,19 @@ class Spy:
             return await real(*args, **kwargs)
 
         monkeypatch.setattr(asyncpg, "connect", counting)
+
+
+async def asyncpg_count(pg: PgCluster, application: str) -> int:
+    """Server connections whose application_name is *application*."""
+    conn = await asyncpg.connect(pg.dsn())
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = $1",
+            application,
+        )
+    finally:
+        await conn.close()
 
 
 def platform_config(pg: PgCluster, platform: str) -> None:
@@ -226,6 +240,31 @@ class TestOutage:
             ("open", "half-open"),
             ("half-open", "closed"),
         ] == transitions
+
+    async def test_timed_out_pool_attempt_leaves_no_connection(self, pg):
+        """A pool attempt cut by the policy timeout closes what it opened."""
+        p = make_policy("db", timeout=0.3, failure_threshold=5)
+
+        async def slow_init(conn: Any) -> None:
+            await asyncio.sleep(30)
+
+        with pytest.raises(TimeoutError):
+            await create_pool(
+                pg.dsn(),
+                policy=p,
+                min_size=3,
+                max_size=3,
+                init=slow_init,
+                server_settings={"application_name": "sage-leak-probe"},
+            )
+        left = None
+        for _ in range(50):
+            left = await asyncpg_count(pg, "sage-leak-probe")
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert 0 == left
+        assert 1 == p.status()["failure_count"]
 
     async def test_refused_connections_are_retried(self, pg, events):
         """With attempts left, each refused attempt counts and is retried."""
