@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pybreaker
-
 from sage_resilience import (
     CircuitOpenError,
     ConfigError,
@@ -62,7 +61,7 @@ except CircuitOpenError as exc:
     cause: str | None = exc.last_cause
     found: Diagnosis = diagnose(exc, policy=api)
     code: str = found.cause
-    assert isinstance(exc, pybreaker.CircuitBreakerError)
+    as_pybreaker: pybreaker.CircuitBreakerError = exc
 except (ConfigError, UnknownPolicyError):
     pass
 
@@ -70,7 +69,9 @@ status: dict[str, dict[str, object]] = breaker_status()
 overall: dict[str, object] = health()
 
 
-@circuit_breaker("database_connection", failure_threshold=3, recovery_timeout=30)
+@circuit_breaker(
+    "database_connection", failure_threshold=3, recovery_timeout=30
+)
 async def old_style() -> None: ...
 
 
