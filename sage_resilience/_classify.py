@@ -55,6 +55,9 @@ _NEVER_COUNTED: Final = (
 #: 22 data exception, 23 integrity constraint violation, 42 syntax error or
 #: access rule violation.
 _CALLER_SQLSTATE_CLASSES: Final = frozenset({"22", "23", "42"})
+#: 25P02: a statement after an earlier error in the same transaction (a
+#: unique violation, say); the server is fine, the transaction is not.
+_IN_FAILED_TRANSACTION: Final = "25P02"
 
 
 def resolve_exception_names(
@@ -172,6 +175,9 @@ class Classifier:
                 return IGNORED
             return COUNTED
         state = _sqlstate(exc)
-        if state is not None and state[:2] in _CALLER_SQLSTATE_CLASSES:
+        if state is not None and (
+            state[:2] in _CALLER_SQLSTATE_CLASSES
+            or state == _IN_FAILED_TRANSACTION
+        ):
             return IGNORED
         return COUNTED

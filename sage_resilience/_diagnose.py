@@ -381,6 +381,10 @@ def _classify(
         if httpx is not None and module.startswith("httpx"):
             return _httpx_cause(exc, httpx)
         return None
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.HTTPError):
+        # A subclass defined elsewhere (our transport's FailureStatusError).
+        return _httpx_cause(exc, httpx)
     ssl = sys.modules.get("ssl")
     if ssl is not None and isinstance(exc, ssl.SSLError):
         return "tls_failure", True

@@ -130,11 +130,6 @@ class FailureStatusError(httpx.HTTPStatusError):
         self._raw = raw
         self._original = response
         self.retry_after = _retry_after(response.headers)
-        # The diagnosis recognises httpx's own classes by their module:
-        # chain one so last_cause says http_server_error, not unknown.
-        self.__cause__ = httpx.HTTPStatusError(
-            str(self), request=request, response=kept
-        )
 
     def _unread(self) -> httpx.Response:
         """The response as a transport returns it: unread, for the client.

@@ -337,6 +337,23 @@ class TestGuard:
         assert ("closed", 0) == (p.state, p.status()["failure_count"])
         assert 1 == await pool.fetchval("SELECT count(*) FROM memories")
 
+    async def test_failed_transaction_is_not_a_server_failure(self, pool):
+        """After a violation inside a transaction, the next statement's
+        25P02 (transaction aborted) is the caller's too."""
+        p = make_policy("save", failure_threshold=1)
+        async with pool.acquire() as conn:
+            db = guard(conn, p)
+            async with conn.transaction():
+                with pytest.raises(asyncpg.UniqueViolationError):
+                    await db.execute("INSERT INTO memories VALUES (8, 'a')")
+                    await db.execute("INSERT INTO memories VALUES (8, 'b')")
+                with pytest.raises(
+                    asyncpg.InFailedSQLTransactionError
+                ) as info:
+                    await db.fetchval("SELECT 1")
+                assert "25P02" == info.value.sqlstate
+        assert "closed" == p.state
+
     async def test_data_error_passes_through_uncounted(self, pool):
         """A data error (division by zero, class 22) is not counted."""
         p = make_policy("save", failure_threshold=1)
