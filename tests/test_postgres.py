@@ -344,8 +344,8 @@ class TestGuard:
         async with pool.acquire() as conn:
             db = guard(conn, p)
             async with conn.transaction():
+                await db.execute("INSERT INTO memories VALUES (8, 'a')")
                 with pytest.raises(asyncpg.UniqueViolationError):
-                    await db.execute("INSERT INTO memories VALUES (8, 'a')")
                     await db.execute("INSERT INTO memories VALUES (8, 'b')")
                 with pytest.raises(
                     asyncpg.InFailedSQLTransactionError
