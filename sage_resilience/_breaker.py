@@ -855,6 +855,8 @@ class Gate:
         assert self._shared is not None
         self._forced = view.forced
         target = view.state
+        # The counts first: the transition's event reports them.
+        self._shared.set_counts(view.counter, view.successes)
         if target != self._state:
             self._adopting = view
             self._silent = silent
@@ -875,6 +877,7 @@ class Gate:
                 self._reason = None
         elif target == OPEN:
             self._adopt_timing(view)
+        # pybreaker zeroes them on some transitions: the store's win.
         self._shared.set_counts(view.counter, view.successes)
         self._clean = self._state == CLOSED and view.counter == 0
 
