@@ -554,6 +554,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         self._optimistic = 0
         #: The highest ``version`` seen; older pub/sub news is ignored.
         self.seen_version = -1
+        self._last: View | None = None
         backend.register(self)
         op = _Op(self, "seed", time.time(), View().args())
         op.done = threading.Event()
@@ -746,6 +747,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         events = self._settle(op)
         op.outcome = outcome
         self.seen_version = outcome.view.version
+        self._last = outcome.view
         with self._lock:
             sink = self._sink
             if sink is None:
@@ -784,9 +786,10 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
 
     def _news(self, view: View) -> None:
         """Another process changed the circuit (pub/sub, poll, refresh)."""
-        if view.version < self.seen_version:
-            return
+        if view.version < self.seen_version or view == self._last:
+            return  # stale, or the echo of what we were just told
         self.seen_version = view.version
+        self._last = view
         with self._lock:
             sink = self._sink
             if sink is None:
@@ -805,6 +808,12 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
             self._opened_at = dt.datetime.fromtimestamp(
                 view.opened_at / 1000, tz=dt.UTC
             )
+
+    def after_fork(self) -> None:
+        """In a forked child: new lock; operations of the parent forgotten."""
+        self._lock = threading.Lock()
+        self._sent.clear()
+        self._optimistic = 0
 
     def snapshot(self) -> View:
         """The local view, for seeding a store that lost the circuit."""
@@ -832,6 +841,16 @@ _STOP: Final = object()
 _TICK: Final = object()
 
 
+def _yield_gil() -> None:
+    """Let the event loop's thread run between two operations.
+
+    Handling one answer is some tens of microseconds of Python; a batch
+    of hundreds would otherwise keep the GIL for a whole switch interval
+    (5 ms) while the loop thread waits for it.
+    """
+    time.sleep(0)
+
+
 class _Backend:
     """The thread that runs operations against one store, in order."""
 
@@ -850,12 +869,37 @@ class _Backend:
         self._registry_lock = threading.Lock()
         self._idle = threading.Condition()
         self._outstanding = 0
+        self._start()
+
+    def _start(self) -> None:
         self._thread = threading.Thread(
             target=self._run,
             name=f"sage-resilience-{self.name}-storage",
             daemon=True,
         )
         self._thread.start()
+
+    def after_fork(self) -> None:
+        """In a forked child: new locks, queue and thread, no connection.
+
+        Threads do not survive ``fork()``; a prefork server (gunicorn
+        ``--preload``) that built its policies before forking would
+        otherwise queue operations nobody runs. Connections inherited
+        from the parent are dropped unclosed (closing them would close
+        the parent's too).
+        """
+        self._queue = queue.SimpleQueue()
+        self._registry_lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._outstanding = 0
+        self._forget_connection()
+        if not self.closed:
+            self._start()
+        for storage in self.storages():
+            storage.after_fork()
+
+    def _forget_connection(self) -> None:
+        """Drop the connection objects without using them."""
 
     # -- used by storages and the module ------------------------------------
 
@@ -1008,6 +1052,7 @@ class _Backend:
         if self.degraded:
             for op in ops:
                 op.storage._fail(op)
+                _yield_gil()
             return
         try:
             outcomes = self._execute(ops)
@@ -1015,9 +1060,11 @@ class _Backend:
             self._degrade(exc)
             for op in ops:
                 op.storage._fail(op)
+                _yield_gil()
             return
         for op, outcome in zip(ops, outcomes, strict=True):
             op.storage._complete(op, outcome)
+            _yield_gil()
             if self.tell_siblings:
                 # Policies of this process with the same name share the
                 # connection, so no poll would show them the change.
@@ -1052,6 +1099,7 @@ class _Backend:
             return
         for op, outcome in zip(ops, outcomes, strict=True):
             op.storage._complete(op, outcome)
+            _yield_gil()
 
     def _degrade(self, exc: BaseException) -> None:
         if self.degraded:
@@ -1100,6 +1148,9 @@ class _RedisBackend(_Backend):
         self._stopping = threading.Event()
         self._pubsub: Any = None
         super().__init__(url)
+        self._start_listener()
+
+    def _start_listener(self) -> None:
         self._listener = threading.Thread(
             target=self._listen,
             name="sage-resilience-redis-pubsub",
@@ -1214,6 +1265,13 @@ class _RedisBackend(_Backend):
         self._stopping.set()
         self._listener.join(timeout=3)
 
+    def _forget_connection(self) -> None:
+        self._client = None
+        self._pubsub = None
+        self._stopping = threading.Event()
+        if not self.closed:
+            self._start_listener()
+
 
 def _noscript(reply: Any) -> bool:
     return isinstance(reply, Exception) and (
@@ -1285,6 +1343,10 @@ class _SqliteBackend(_Backend):
         db, self._db = self._db, None
         if db is not None:
             db.close()
+
+    def _forget_connection(self) -> None:
+        self._db = None
+        self._data_version = -1
 
     def _ping(self) -> None:
         assert self._db is not None
@@ -1427,4 +1489,13 @@ def close_storages() -> None:
         backend.close()
 
 
+def _after_fork_in_child() -> None:
+    global _backends_lock  # noqa: PLW0603 - the lock may be held: replace
+    _backends_lock = threading.Lock()
+    for backend in list(_backends.values()):
+        backend.after_fork()
+
+
 atexit.register(flush_storages)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -558,6 +558,24 @@ class TestSqlite:
         assert 0 < restarted.status()["retry_after"] <= 30
         assert "CircuitOpenError" == attempt(restarted)
 
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+    def test_a_forked_child_gets_its_own_thread(self, sqlite_path):
+        """Built before fork() (prefork servers): the child's ops still run."""
+        config = StorageConfig(backend="sqlite", path=str(sqlite_path))
+        p = make(config, failure_threshold=2)
+        settle()
+        pid = os.fork()
+        if pid == 0:  # the child: trip the circuit, then leave at once
+            code = 1
+            try:
+                fail_times(p, 2)
+                code = 0 if flush_storages(5.0) and p.state == "open" else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert until(lambda: p.state == "open")
+
     def test_a_locked_database_degrades_then_recovers(
         self, sqlite_path, events, monkeypatch
     ):
