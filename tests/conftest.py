@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 from sage_resilience import testing
 from structlog.testing import capture_logs
 
@@ -25,6 +26,9 @@ def _fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     testing.set_testing(False)
     testing.reset()
+    # The CLI configures structlog for the process (JSON lines to files
+    # that pytest closes after the test): undo it.
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from sage_resilience._diagnose import (
     safe_url,
 )
 from sage_resilience.exceptions import CircuitOpenError
+from tests.support import unavailable
 from tests.support.http_servers import (
     UNRESOLVABLE_HOST,
     ResettingServer,
@@ -202,7 +203,7 @@ class TestPostgresConnect:
     async def test_ipv6_localhost(self, pg):
         """Refused on ::1 while listening on 127.0.0.1 only."""
         if not has_ipv6_loopback():
-            pytest.skip("no ::1 on the loopback interface")
+            unavailable("::1 on the loopback interface", "enable IPv6 on lo")
         with pytest.raises(OSError) as info:
             await asyncpg.connect(
                 host="::1", port=pg.port, user="postgres", timeout=2

@@ -18,6 +18,7 @@ from sage_resilience._doctor import (
     doctor_command,
     run_doctor,
 )
+from tests.support import unavailable
 from tests.support.http_servers import (
     UNRESOLVABLE_HOST,
     ResettingServer,
@@ -262,7 +263,7 @@ class TestPostgresCheck:
     async def test_ipv6_localhost(self, pg):
         """::1 refused while 127.0.0.1 answers: pg_ipv6_localhost."""
         if not has_ipv6_loopback():
-            pytest.skip("no ::1 on the loopback interface")
+            unavailable("::1 on the loopback interface", "enable IPv6 on lo")
 
         finding = await check_one(
             postgres(), dsn=f"postgresql://postgres@[::1]:{pg.port}/sage"
@@ -275,7 +276,7 @@ class TestPostgresCheck:
     async def test_ipv6_and_ipv4_refused(self):
         """Refused on ::1 and on 127.0.0.1 alike: plain pg_refused."""
         if not has_ipv6_loopback():
-            pytest.skip("no ::1 on the loopback interface")
+            unavailable("::1 on the loopback interface", "enable IPv6 on lo")
         port = closed_port()
 
         finding = await check_one(

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import uvicorn
 from sage_resilience import CircuitOpenError, configure, policy, testing
-from sage_resilience._config import StorageConfig
 from sage_resilience._ops import (
     add_breaker_arguments,
     add_status_arguments,
@@ -24,7 +23,6 @@ from sage_resilience._ops import (
     format_status_table,
     status_command,
 )
-from sage_resilience._storage import make_storage
 from sage_resilience.asgi import create_app
 
 if TYPE_CHECKING:
@@ -366,12 +364,6 @@ class TestBreakerLocal:
     ) -> None:
         """With sqlite storage another process sees the forced open."""
         db = tmp_path / "state.sqlite"
-        try:
-            make_storage(
-                StorageConfig(backend="sqlite", path=str(db)), "probe"
-            )
-        except NotImplementedError:
-            pytest.skip("the sqlite storage backend is not there yet")
         path = tmp_path / "shared.yaml"
         path.write_text(
             f"version: 1\nstorage: {{backend: sqlite, path: '{db}'}}\n"

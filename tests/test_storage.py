@@ -558,7 +558,6 @@ class TestSqlite:
         assert 0 < restarted.status()["retry_after"] <= 30
         assert "CircuitOpenError" == attempt(restarted)
 
-    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
     def test_a_forked_child_gets_its_own_thread(self, sqlite_path):
         """Built before fork() (prefork servers): the child's ops still run."""
         config = StorageConfig(backend="sqlite", path=str(sqlite_path))
