@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 from sage_resilience.exceptions import (
     BulkheadFullError,
+    ChaosError,
     CircuitOpenError,
     ConfigError,
 )
@@ -163,6 +164,8 @@ class Classifier:
         """COUNTED, IGNORED or PASSTHROUGH."""
         if isinstance(exc, _NEVER_COUNTED) or not isinstance(exc, Exception):
             return PASSTHROUGH
+        if isinstance(exc, ChaosError):
+            return COUNTED  # injected faults count like real ones, always
         if self._ignore and isinstance(exc, self._ignore):
             return IGNORED
         if self._record is not None:

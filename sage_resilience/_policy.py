@@ -265,6 +265,7 @@ class _Settings:
         "plain",
         "plan",
         "timed",
+        "timed_only",
         "timeout",
     )
 
@@ -295,9 +296,10 @@ class _Settings:
             self.bulkhead.max_wait = config.max_wait
         else:
             self.bulkhead = _Bulkhead(config.max_concurrency, config.max_wait)
-        self.plain = not (
-            self.timed or self.chaos or self.bulkhead or self.deadline
-        )
+        extras = self.chaos or self.bulkhead or self.deadline
+        self.plain = not (self.timed or extras)
+        # Only slow-call timing: a lighter path than every feature's.
+        self.timed_only = self.timed and not extras
 
 
 class Policy:
@@ -440,6 +442,8 @@ class Policy:
         """
         s = self._s
         if not s.plain or _observer is not None:
+            if s.timed_only and _observer is None:
+                return await self._acall_timed(s, fn, args, kwargs)
             return await self._acall_full(s, fn, args, kwargs)
         gate = self._gate
         ticket = gate.admit()
@@ -454,6 +458,30 @@ class Policy:
             gate.success(ticket)
             return result
         self._settle(s, ticket, error, 0.0, 1)
+        return await self._aretry(s, error, fn, args, kwargs)
+
+    async def _acall_timed(
+        self,
+        s: _Settings,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """acall() for a policy whose only extra is slow-call timing."""
+        gate = self._gate
+        ticket = gate.admit()
+        started = time.perf_counter()
+        try:
+            if s.timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await _within(s.timeout, fn(*args, **kwargs))
+        except BaseException as exc:
+            error: BaseException = exc
+        else:
+            gate.success(ticket, time.perf_counter() - started)
+            return result
+        self._settle(s, ticket, error, time.perf_counter() - started, 1)
         return await self._aretry(s, error, fn, args, kwargs)
 
     async def _attempt_async(

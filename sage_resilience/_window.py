@@ -50,6 +50,7 @@ class SlidingWindow:
         "_calls",
         "_fails",
         "_fast",
+        "_fast_until",
         "_head",
         "_slot",
         "_slow_after",
@@ -69,8 +70,10 @@ class SlidingWindow:
         # The newest bucket's number (``now // width``, a float) and slot.
         self._head: float | None = None
         self._slot = 0
-        # Whether a fast success in the newest bucket cannot open it.
+        # Whether a fast success in the newest bucket cannot open it, and
+        # until when (the newest bucket's end; -inf when it could).
         self._fast = False
+        self._fast_until = -math.inf
 
     @property
     def bucket_width(self) -> float:
@@ -84,6 +87,7 @@ class SlidingWindow:
         self._head = None
         self._slot = 0
         self._fast = False
+        self._fast_until = -math.inf
 
     def _advance(self, now: float) -> int:
         """Expire buckets older than the window; return the newest slot."""
@@ -115,11 +119,7 @@ class SlidingWindow:
             True when recorded; False when the call was slow or the window
             must first move on: then :meth:`record` it under the lock.
         """
-        if (
-            not self._fast
-            or duration > self._slow_after
-            or now // self._width != self._head
-        ):
+        if duration > self._slow_after or now >= self._fast_until:
             return False
         self._calls[self._slot] += 1
         return True
@@ -168,6 +168,12 @@ class SlidingWindow:
                 reason = "slow_call_rate"
             fast = fast and slows < rate * floor
         self._fast = fast
+        head = self._head
+        self._fast_until = (
+            (head + 1) * self._width
+            if fast and head is not None
+            else -math.inf
+        )
         return reason
 
     def figures(self, now: float) -> dict[str, Any]:

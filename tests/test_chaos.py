@@ -221,6 +221,17 @@ class TestInjection:
             change["last_failure"].split(":")[0],
         )
 
+    async def test_chaos_counts_even_with_record_exceptions(self):
+        """record_exceptions narrows real errors, never injected ones."""
+        p = make_policy(
+            failure_threshold=1,
+            record_exceptions=["builtins.TimeoutError"],
+            chaos={"enabled": True, "failure_rate": 1},
+        )
+        with pytest.raises(ChaosError):
+            await p.acall(Dependency().acall)
+        assert "open" == p.state
+
     async def test_chaos_errors_are_retried(self, events):
         """Every attempt draws again: 3 attempts, 3 injections, 2 retries."""
         p = make_policy(
