@@ -500,15 +500,15 @@ def run_demo(*, quick: bool = False, table_to: IO[str] = sys.stdout) -> int:
     started = time.monotonic()
     # pgserver wants a runtime directory; containers often lack one.
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
-    if not quick:
+    needed = ["httpx"] if quick else ["httpx", "asyncpg", "pgserver"]
+    for module in needed:
         try:
-            import asyncpg  # noqa: F401, PLC0415
-            import pgserver  # noqa: F401, PLC0415
+            __import__(module)
         except ImportError as exc:
+            hint = "" if quick else " or run with --quick"
             print(
                 f"sage-resilience demo: {exc.name} is missing; install the "
-                "demo extra (pip install 'sage-resilience[demo]') or run "
-                "with --quick",
+                f"demo extra (pip install 'sage-resilience[demo]'){hint}",
                 file=sys.stderr,
             )
             return 1

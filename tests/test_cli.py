@@ -133,3 +133,39 @@ class TestDemo:
         assert "vectorizer" in lines[-1]
         finished = next(e for e in events if e["event"] == "demo_finished")
         assert finished["seconds"] < 30
+        # ... and the log answers "what happened?" right away.
+        summary = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sage_resilience.cli",
+                "logs",
+                "summarize",
+                str(log),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        breakers = json.loads(summary.stdout)["breakers"]
+        assert {
+            "siliconflow_api": (1, "closed"),
+            "vectorizer": (1, "open"),
+            "database_connection": (1, "closed"),
+        } == {
+            name: (b["trips"], b["final_state"])
+            for name, b in breakers.items()
+        }
+        assert 4 == breakers["siliconflow_api"]["rejected"]
+
+    def test_a_missing_extra_is_named(self, monkeypatch, capsys):
+        """Without httpx the demo says which extra to install, exit 1."""
+        monkeypatch.setitem(sys.modules, "httpx", None)
+        assert 1 == main(["demo", "--quick"])
+        assert (
+            "sage-resilience demo: httpx is missing; install the demo extra "
+            "(pip install 'sage-resilience[demo]')\n"
+        ) == capsys.readouterr().err
