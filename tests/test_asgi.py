@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sage_resilience import (
     CircuitOpenError,
@@ -23,6 +20,7 @@ from sage_resilience import (
 )
 from sage_resilience.asgi import app as env_app
 from sage_resilience.asgi import create_app
+from tests.support.asgi_server import serving as serve_with_uvicorn
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,33 +36,9 @@ policies:
 """
 
 
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Serve *app* with uvicorn from a thread; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, lifespan="on", log_level="warning", access_log=False
-        )
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+def serving(app: Any) -> contextlib.AbstractContextManager[str]:
+    """Serve *app* (lifespan on) with uvicorn; yields its base URL."""
+    return serve_with_uvicorn(app, lifespan="on")
 
 
 @pytest.fixture(scope="module")

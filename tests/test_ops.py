@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import socket
 import subprocess
 import sys
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import uvicorn
 from sage_resilience import CircuitOpenError, configure, policy, testing
 from sage_resilience._ops import (
     add_breaker_arguments,
@@ -24,6 +20,7 @@ from sage_resilience._ops import (
     status_command,
 )
 from sage_resilience.asgi import create_app
+from tests.support.asgi_server import serving as serve_with_uvicorn
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,31 +40,7 @@ CLI = "import sys; from sage_resilience.cli import main; sys.exit(main())"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Serve *app* with uvicorn from a thread; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+serving = serve_with_uvicorn
 
 
 @pytest.fixture(scope="module")
