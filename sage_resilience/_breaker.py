@@ -72,6 +72,8 @@ CLOSED: Final = pybreaker.STATE_CLOSED
 OPEN: Final = pybreaker.STATE_OPEN
 HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
 
+_CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
+
 #: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
 _PROBE: Final = 1
 
@@ -323,7 +325,7 @@ class Gate:
             return
         opened = self._storage.opened_at
         with self._lock:
-            self._state = state
+            self._state = _CANONICAL[state]
             self._clean = False
             if opened is not None:
                 self._opened_at = opened.timestamp()
@@ -801,7 +803,9 @@ class Gate:
             self._clean = False
         if self.window is not None:
             self.window.clear()
-        self._state = new
+        # The constant itself: the hot path compares by identity, and a
+        # state read back from a store is an equal but different string.
+        self._state = _CANONICAL[new]
         if self._silent:
             self._pending.append(
                 _Synced(self.name, old, new, self.storage_name)
