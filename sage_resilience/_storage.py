@@ -1083,23 +1083,28 @@ class _Backend:
             for storage in self.storages(name):
                 storage._news(view)
 
-    def _refresh(self, *, resync: bool = False) -> None:
-        """Re-read every circuit; seed the ones the store lost."""
+    def _refresh(self, *, resync: bool = False) -> bool:
+        """Re-read every circuit; seed the ones the store lost.
+
+        Returns:
+            Whether the store answered.
+        """
         ops = []
         for storage in self.storages():
             op = _Op(storage, "seed", time.time(), storage.snapshot().args())
             op.resync = resync
             ops.append(op)
         if not ops:
-            return
+            return True
         try:
             outcomes = self._execute(ops)
         except Exception as exc:
             self._degrade(exc)
-            return
+            return False
         for op, outcome in zip(ops, outcomes, strict=True):
             op.storage._complete(op, outcome)
             _yield_gil()
+        return True
 
     def _degrade(self, exc: BaseException) -> None:
         if self.degraded:
@@ -1113,6 +1118,12 @@ class _Backend:
             self._disconnect()
 
     def _try_recover(self) -> None:
+        """Back to the store once it answers a ping *and* the resync.
+
+        A store that is starting (a restarting Redis) may accept a
+        connection and still fail the first real work; declaring recovery
+        only after the resync keeps degraded/recovered from flapping.
+        """
         try:
             self._connect()
             self._ping()
@@ -1120,9 +1131,12 @@ class _Backend:
             with contextlib.suppress(Exception):
                 self._disconnect()
             return
+        if not self._refresh(resync=True):
+            with contextlib.suppress(Exception):
+                self._disconnect()
+            return
         self.degraded = False
         logger.info("storage_recovered", backend=self.name, error=self._error)
-        self._refresh(resync=True)
 
 
 _REFRESH: Final = object()
