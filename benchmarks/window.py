@@ -79,6 +79,8 @@ async def overhead(calls: int, trials: int) -> dict[str, list[float]]:
     """ns per call of each case, one sample per trial."""
     plain, rate, slow = _policy(), _policy(trip=TRIP), _policy(trip=TRIP_SLOW)
     s_plain, s_rate = _policy(), _policy(trip=TRIP)
+    # The same with a per-attempt timeout, as every shipped policy has.
+    t_plain, t_rate = _policy(timeout=30), _policy(trip=TRIP, timeout=30)
     sync_cases: dict[str, Any] = {
         "bare_sync": lambda: _timed_sync(_fn, calls),
         "sync_plain": lambda: _timed_sync(lambda: s_plain.call(_fn), calls),
@@ -90,6 +92,12 @@ async def overhead(calls: int, trials: int) -> dict[str, list[float]]:
         "async_trip": lambda: _timed_async(lambda: rate.acall(_afn), calls),
         "async_trip_slow": lambda: _timed_async(
             lambda: slow.acall(_afn), calls
+        ),
+        "timeout_plain": lambda: _timed_async(
+            lambda: t_plain.acall(_afn), calls
+        ),
+        "timeout_trip": lambda: _timed_async(
+            lambda: t_rate.acall(_afn), calls
         ),
     }
     samples: dict[str, list[float]] = {
@@ -247,12 +255,15 @@ def main() -> None:
     print(f"{'case':46} {'ns/call':>9} {'overhead':>9} {'vs no trip':>11}")
     groups = [
         ("bare_async", "async_plain", ["async_trip", "async_trip_slow"]),
+        ("bare_async", "timeout_plain", ["timeout_trip"]),
         ("bare_sync", "sync_plain", ["sync_trip"]),
     ]
     labels = {
         "async_plain": "acall, retry attempts=3 (no trip:)",
         "async_trip": "acall, + trip: failure_rate",
         "async_trip_slow": "acall, + trip: failure and slow-call rates",
+        "timeout_plain": "acall, attempts=3, timeout (no trip:)",
+        "timeout_trip": "acall, attempts=3, timeout + trip: failure_rate",
         "sync_plain": "call (sync), attempts=3 (no trip:)",
         "sync_trip": "call (sync), + trip: failure_rate",
     }
