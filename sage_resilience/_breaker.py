@@ -57,6 +57,7 @@ import pybreaker
 
 from sage_resilience._events import StateChange, iso, logger
 from sage_resilience._redact import redact
+from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Gate"]
 CLOSED: Final = pybreaker.STATE_CLOSED
 OPEN: Final = pybreaker.STATE_OPEN
 HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
+
+#: The clock a gate reads unless a test gives it another.
+_WALL_CLOCK: Final = time.time
 
 _CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
 
@@ -209,7 +213,7 @@ class Gate:
         platform: str,
         storage: pybreaker.CircuitBreakerStorage | None = None,
         storage_name: str = "memory",
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = _WALL_CLOCK,
     ) -> None:
         self.name = name
         self.platform = platform
@@ -496,12 +500,11 @@ class Gate:
             if window is None:
                 return
             # A success that cannot open the circuit is counted without the
-            # lock; this is SlidingWindow.add_success, inlined because it is
-            # on every call of a policy with trip: (a call frame costs as
-            # much as the rest).
-            if (
-                duration <= window._slow_after
-                and self._clock() < window._fast_until
+            # lock (SlidingWindow.add_success, inlined: this is on every
+            # call of a policy with trip:). While the ticker keeps the
+            # window's buckets current, not even the clock is read.
+            if duration <= window._slow_after and (
+                window.fast_now or self._clock() < window._fast_until
             ):
                 window._calls[window._slot] += 1
                 return
@@ -673,11 +676,34 @@ class Gate:
         self, window: SlidingWindow, *, failed: bool, duration: float
     ) -> bool:
         """Record into the rate window; True when it says: open."""
+        # Only a gate on the real clock lets the ticker move its buckets
+        # (tests swap in a clock of their own).
+        window.ticked = self._clock is _WALL_CLOCK
+        was_fast = window.fast_now
         reason = window.record(self._clock(), failed=failed, duration=duration)
+        if window.fast_now and not was_fast:
+            TICKER.watch(self)  # (again): the next bucket end is now due
         if reason is None:
             return False
         self._window_reason = reason
         return True
+
+    def _window_tick(self, now: float) -> float | None:
+        """Called by the ticker thread: move the window to *now*'s bucket.
+
+        Returns:
+            When the next tick is due, or None when none is needed.
+        """
+        window = self.window
+        if window is None or not window.ticked:
+            return None
+        with self._lock:
+            if self.window is not window:
+                return None
+            if self._clock is not _WALL_CLOCK:
+                window.ticked = window.fast_now = False
+                return None
+            return window.tick(now)
 
     # -- operator controls -------------------------------------------------
 

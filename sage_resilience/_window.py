@@ -19,17 +19,28 @@ even counted against ``max(calls, minimum_calls)`` (more successes only
 lower the rates from there). There are no running totals to drift when two
 threads race; totals are summed from the buckets (20 integers) whenever a
 verdict or figures are needed, under the gate's lock.
+
+On a gate that reads the real wall clock even that clock read is saved:
+the :class:`Ticker` (one daemon thread per process) moves every such
+window to its next bucket when the bucket's time is up, so a success only
+checks :attr:`SlidingWindow.fast_now` and bumps a counter. A tick that comes
+late lets a few successes land in the bucket before: they leave the window
+a little early, never late.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from sage_resilience._config import TripConfig
 
-__all__ = ["BUCKETS", "SlidingWindow"]
+__all__ = ["BUCKETS", "TICKER", "SlidingWindow", "Ticker"]
 
 #: Buckets per window: a call may leave the window up to one bucket (5 %)
 #: before ``window`` seconds have passed, never after.
@@ -57,6 +68,8 @@ class SlidingWindow:
         "_slows",
         "_width",
         "config",
+        "fast_now",
+        "ticked",
     )
 
     def __init__(self, config: TripConfig) -> None:
@@ -74,6 +87,11 @@ class SlidingWindow:
         # until when (the newest bucket's end; -inf when it could).
         self._fast = False
         self._fast_until = -math.inf
+        #: Whether the Ticker moves this window's buckets on time (its gate
+        #: reads the real clock); then a success may skip reading the clock
+        #: whenever ``fast_now`` is true.
+        self.ticked = False
+        self.fast_now = False
 
     @property
     def bucket_width(self) -> float:
@@ -88,6 +106,7 @@ class SlidingWindow:
         self._slot = 0
         self._fast = False
         self._fast_until = -math.inf
+        self.fast_now = False
 
     def _advance(self, now: float) -> int:
         """Expire buckets older than the window; return the newest slot."""
@@ -174,7 +193,21 @@ class SlidingWindow:
             if fast and head is not None
             else -math.inf
         )
+        self.fast_now = fast and self.ticked and head is not None
         return reason
+
+    def tick(self, now: float) -> float | None:
+        """Move to the bucket of *now* (under the gate's lock).
+
+        Returns:
+            When the newest bucket ends (the next tick is due), or None for
+            an empty window (nothing to move until a call is recorded).
+        """
+        if self._head is None:
+            return None
+        self._advance(now)
+        assert self._head is not None
+        return float((self._head + 1) * self._width)
 
     def figures(self, now: float) -> dict[str, Any]:
         """``calls``, ``failures``, ``slow_calls`` and both rates right now.
@@ -192,3 +225,69 @@ class SlidingWindow:
             "failure_rate": fails / calls if calls else 0.0,
             "slow_call_rate": slows / calls if calls else 0.0,
         }
+
+
+class _Ticked(Protocol):
+    def _window_tick(self, now: float) -> float | None: ...
+
+
+class Ticker:
+    """Moves the watched gates' windows to their next bucket on time.
+
+    One daemon thread per process, started on the first :meth:`watch`; it
+    sleeps until the earliest bucket end among the watched windows (at
+    least 2 ms, at most 1 s) and holds no reference that keeps a gate alive.
+    """
+
+    #: Never sleep longer, so a window that became busy is seen soon.
+    MAX_SLEEP: Final = 1.0
+    MIN_SLEEP: Final = 0.002
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: weakref.WeakSet[_Ticked] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    def watch(self, gate: _Ticked) -> None:
+        """Tick *gate*'s window from now on."""
+        with self._lock:
+            self._gates.add(gate)
+            self._start()
+        self._wake.set()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run,
+                name="sage-resilience-window-ticker",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            now = time.time()
+            due = now + self.MAX_SLEEP
+            with self._lock:
+                gates = list(self._gates)
+            for gate in gates:
+                ends = gate._window_tick(now)
+                if ends is not None and ends < due:
+                    due = ends
+            del gates
+            self._wake.wait(max(self.MIN_SLEEP, due - time.time()))
+            self._wake.clear()
+
+    def _after_fork(self) -> None:
+        # The thread did not survive fork(): start a new one if needed.
+        self._lock = threading.Lock()
+        self._thread = None
+        self._wake = threading.Event()
+        if len(self._gates):
+            self._start()
+
+
+TICKER: Final = Ticker()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=TICKER._after_fork)

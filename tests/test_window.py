@@ -506,6 +506,49 @@ def _sync_outcome(fail: bool) -> str:
     return "ok"
 
 
+class TestTicker:
+    def test_fast_successes_land_in_the_current_bucket(self):
+        """Without reading the clock, successes still go to the bucket of
+        their time: the ticker thread moves the window on."""
+        p = make_policy(
+            failure_threshold=1000,
+            trip={"failure_rate": 0.9, "window": 2.0, "minimum_calls": 10**6},
+        )
+
+        def ok() -> None:
+            return None
+
+        def boom() -> None:
+            raise Boom("x")
+
+        with pytest.raises(Boom):
+            p.call(boom)
+        for _ in range(10):  # the first one resets the count (locked path)
+            p.call(ok)
+        assert p._gate.window.fast_now
+        time.sleep(1.2)
+        for _ in range(7):
+            p.call(ok)
+        time.sleep(1.0)  # the first 11 calls have left; the 7 have not
+        assert 7 == p.status()["window"]["calls"]
+
+    def test_a_test_clock_turns_the_ticker_off(self):
+        """A gate on another clock records every success under its lock."""
+        clock = Clock()
+        p = with_clock(
+            make_policy(trip={"failure_rate": 0.5, "window": 60}), clock
+        )
+
+        def ok() -> None:
+            return None
+
+        for _ in range(3):
+            p.call(ok)
+        assert not p._gate.window.fast_now
+        clock.advance(61)
+        assert 0 == p.status()["window"]["calls"]
+
+
 class TestRateTripping:
     async def test_failure_rate_opens_with_its_reason(self, events):
         """Interleaved failures never 3 in a row still open at 40 %."""
