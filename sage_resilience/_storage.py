@@ -1337,6 +1337,22 @@ class _SqliteBackend(_Backend):
         if self._db is not None:
             return
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # Several processes opening a new file at once race for the switch
+        # to WAL, which needs an exclusive lock and answers "database is
+        # locked" at once instead of waiting: retry within the busy timeout.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+        while True:
+            try:
+                self._db = self._open()
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+            else:
+                return
+
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(
             self._path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None
         )
@@ -1351,7 +1367,7 @@ class _SqliteBackend(_Backend):
         except BaseException:
             db.close()
             raise
-        self._db = db
+        return db
 
     def _disconnect(self) -> None:
         db, self._db = self._db, None

@@ -956,7 +956,11 @@ class TestAcrossProcesses:
             logs = _all(children, "events", name=None)
             for log in logs:
                 kinds = [e["event"] for e in log["events"]]
-                assert 1 == kinds.count("storage_degraded")
+                assert 1 == kinds.count("storage_degraded"), [
+                    (e["event"], e.get("error"))
+                    for e in log["events"]
+                    if e["event"].startswith("storage")
+                ]
                 assert 1 == kinds.count("storage_recovered")
                 assert kinds.index("storage_degraded") < kinds.index(
                     "storage_recovered"
