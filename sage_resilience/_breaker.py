@@ -57,6 +57,7 @@ import pybreaker
 
 from sage_resilience._events import StateChange, iso, logger
 from sage_resilience._redact import redact
+from sage_resilience._storage import _ms, _on_event_loop
 from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 
@@ -119,21 +120,6 @@ _MADE_HERE: Final = {
     (HALF_OPEN, CLOSED): "probe_succeeded",
     (HALF_OPEN, OPEN): "probe_failed",
 }
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def _blocking_allowed() -> bool:
-    """Whether this thread may wait (it runs no event loop)."""
-    import asyncio  # noqa: PLC0415
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False
 
 
 def _raise(exc: BaseException) -> None:
@@ -730,7 +716,7 @@ class Gate:
                     open_for=self.current_recovery_timeout,
                     forced=True,
                     events=events,
-                    wait=_blocking_allowed(),
+                    wait=not _on_event_loop(),
                 )
                 events = []
         self._emit(events)
@@ -756,7 +742,7 @@ class Gate:
                     self._clock(),
                     reset=reason == "reset",
                     events=events,
-                    wait=_blocking_allowed(),
+                    wait=not _on_event_loop(),
                 )
                 events = []
         self._emit(events)
