@@ -16,7 +16,9 @@ typing (module name plus attribute), so nothing is imported here.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
+import math
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final
 
@@ -35,6 +37,7 @@ __all__ = [
     "IGNORED",
     "PASSTHROUGH",
     "Classifier",
+    "parse_retry_after",
     "resolve_exception_names",
     "retry_after_of",
 ]
@@ -117,21 +120,35 @@ def retry_after_of(exc: BaseException) -> float | None:
     if _http_status(exc) not in {429, 503}:
         return None
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
+    return parse_retry_after(
+        headers.get("retry-after") if headers is not None else None
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait, or None.
+
+    Accepts delta-seconds (``"3"``, ``"1.5"``) and an HTTP-date; a date in
+    the past gives 0.
+
+    .. versionadded:: 0.1.0
+    """
+    if value is None or not value.strip():
         return None
+    value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    import datetime as dt  # noqa: PLC0415 - rare path
-
-    now = dt.datetime.now(tz=when.tzinfo or dt.UTC)
-    return max(0.0, (when - now).total_seconds())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 class Classifier:

@@ -15,16 +15,14 @@ application already has.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import errno
 import json
-import math
 import re
 import sys
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from sage_resilience._classify import parse_retry_after
 from sage_resilience._redact import REDACTED, is_secret_key, redact
 from sage_resilience.exceptions import CircuitOpenError
 
@@ -527,32 +525,6 @@ def safe_url(url: str) -> str:
     return redact(
         urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait, or None.
-
-    Accepts delta-seconds (``"3"``, ``"1.5"``) and an HTTP-date; a date in
-    the past gives 0.
-
-    .. versionadded:: 0.1.0
-    """
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return None if math.isnan(seconds) else max(0.0, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _provider_message(response: Any) -> tuple[str | None, dict[str, Any]]:

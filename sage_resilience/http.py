@@ -39,10 +39,8 @@ What happens to a request:
 # ruff: noqa: A005 - the module name is public API (sage_resilience.http)
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final, Self
 
 try:
@@ -54,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     )
     raise ImportError(msg) from exc
 
+from sage_resilience._classify import parse_retry_after
 from sage_resilience._policy import Policy
 from sage_resilience._registry import policy as _registered
 
@@ -129,7 +128,9 @@ class FailureStatusError(httpx.HTTPStatusError):
         )
         self._raw = raw
         self._original = response
-        self.retry_after = _retry_after(response.headers)
+        self.retry_after = parse_retry_after(
+            response.headers.get("retry-after")
+        )
 
     def _unread(self) -> httpx.Response:
         """The response as a transport returns it: unread, for the client.
@@ -138,24 +139,6 @@ class FailureStatusError(httpx.HTTPStatusError):
         never get its ``elapsed`` set.
         """
         return _buffered(self.request, self._original, self._raw)
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """The ``Retry-After`` header in seconds (delta or HTTP date)."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(tz=dt.UTC)).total_seconds())
 
 
 def _buffered(

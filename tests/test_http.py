@@ -605,22 +605,6 @@ class TestTransport:
             repr(transport),
         )
 
-    @pytest.mark.parametrize(
-        ("value", "expected"),
-        [
-            ("3", 3.0),
-            ("0.5", 0.5),
-            ("-4", 0.0),
-            ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
-            ("soon", None),
-            ("", None),
-        ],
-    )
-    def test_retry_after_parsing(self, value, expected):
-        """Retry-After as seconds or an HTTP date (past dates wait 0)."""
-        headers = httpx.Headers({"Retry-After": value} if value else {})
-        assert expected == http_module._retry_after(headers)
-
     def test_failure_error_hides_the_query_string(self):
         """The error message omits the query (keys sometimes travel there)."""
         request = httpx.Request("GET", "https://api.test/v1/x?key=sk-secret1")
