@@ -23,29 +23,8 @@ from typing import Any
 
 import pybreaker
 import tenacity
+from _timing import afn, fn, timed_async, timed_sync
 from sage_resilience import CircuitOpenError, Policy, PolicyConfig
-
-
-async def _afn() -> int:
-    return 1
-
-
-def _fn() -> int:
-    return 1
-
-
-def _timed_sync(fn: Any, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter_ns() - start) / calls
-
-
-async def _timed_async(factory: Any, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        await factory()
-    return (time.perf_counter_ns() - start) / calls
 
 
 def _timed_reject_sync(fn: Any, calls: int, exc: type[BaseException]) -> float:
@@ -81,7 +60,7 @@ async def measure(calls: int, trials: int) -> dict[str, float]:
     breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
     retry_async = tenacity.retry(
         stop=tenacity.stop_after_attempt(3), reraise=True
-    )(_afn)
+    )(afn)
     p_retry = _policy()
     p_timeout = _policy(timeout=5)
     p_sync = _policy()
@@ -91,31 +70,29 @@ async def measure(calls: int, trials: int) -> dict[str, float]:
     open_breaker.open()
 
     cases: dict[str, Any] = {
-        "bare_sync": lambda: _timed_sync(_fn, calls),
-        "pybreaker_sync": lambda: _timed_sync(
-            lambda: breaker.call(_fn), calls
-        ),
-        "policy_sync": lambda: _timed_sync(lambda: p_sync.call(_fn), calls),
+        "bare_sync": lambda: timed_sync(fn, calls),
+        "pybreaker_sync": lambda: timed_sync(lambda: breaker.call(fn), calls),
+        "policy_sync": lambda: timed_sync(lambda: p_sync.call(fn), calls),
         "pybreaker_reject": lambda: _timed_reject_sync(
-            lambda: open_breaker.call(_fn),
+            lambda: open_breaker.call(fn),
             calls,
             pybreaker.CircuitBreakerError,
         ),
         "policy_reject_sync": lambda: _timed_reject_sync(
-            lambda: p_open.call(_fn), calls, CircuitOpenError
+            lambda: p_open.call(fn), calls, CircuitOpenError
         ),
     }
     async_cases: dict[str, Any] = {
-        "bare_async": lambda: _timed_async(_afn, calls),
-        "tenacity_async": lambda: _timed_async(retry_async, calls // 10),
-        "policy_async_retry": lambda: _timed_async(
-            lambda: p_retry.acall(_afn), calls
+        "bare_async": lambda: timed_async(afn, calls),
+        "tenacity_async": lambda: timed_async(retry_async, calls // 10),
+        "policy_async_retry": lambda: timed_async(
+            lambda: p_retry.acall(afn), calls
         ),
-        "policy_async_timeout": lambda: _timed_async(
-            lambda: p_timeout.acall(_afn), calls
+        "policy_async_timeout": lambda: timed_async(
+            lambda: p_timeout.acall(afn), calls
         ),
         "policy_reject_async": lambda: _timed_reject_async(
-            lambda: p_open.acall(_afn), calls, CircuitOpenError
+            lambda: p_open.acall(afn), calls, CircuitOpenError
         ),
     }
     samples: dict[str, list[float]] = {k: [] for k in [*cases, *async_cases]}
@@ -137,10 +114,10 @@ def memory_growth(calls: int) -> tuple[int, int]:
     def run() -> None:
         for _ in range(calls):
             try:
-                p_open.call(_fn)
+                p_open.call(fn)
             except CircuitOpenError:
                 pass
-            p_ok.call(_fn)
+            p_ok.call(fn)
 
     run()  # warm up caches and free lists
     gc.collect()

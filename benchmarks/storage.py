@@ -51,6 +51,7 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _timing import afn, fn, timed_async, timed_sync  # noqa: E402
 from sage_resilience import (  # noqa: E402
     CircuitOpenError,
     Policy,
@@ -78,14 +79,6 @@ def _quiet() -> None:
     structlog.configure(processors=[drop])
 
 
-async def _afn() -> int:
-    return 1
-
-
-def _fn() -> int:
-    return 1
-
-
 def _policy(
     storage: StorageConfig | None, name: str, **settings: Any
 ) -> Policy:
@@ -105,20 +98,6 @@ def _policy(
 # -- 1. success path ----------------------------------------------------------
 
 
-async def _timed_async(factory: Any, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        await factory()
-    return (time.perf_counter_ns() - start) / calls
-
-
-def _timed_sync(fn: Any, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter_ns() - start) / calls
-
-
 async def success_path(url: str, calls: int, trials: int) -> dict[str, float]:
     storage = StorageConfig(backend="redis", url=url, namespace="bench")
     memory = _policy(None, "memory")
@@ -130,7 +109,7 @@ async def success_path(url: str, calls: int, trials: int) -> dict[str, float]:
     for p in (memory, shared, memory_sync, shared_sync):
         with contextlib.suppress(Boom):
             p.call(_raise_boom)
-        p.call(_fn)
+        p.call(fn)
     flush_storages()
 
     client = redis.Redis.from_url(url)
@@ -145,27 +124,27 @@ async def success_path(url: str, calls: int, trials: int) -> dict[str, float]:
     slow_calls = max(500, calls // 100)  # pybreaker+redis is ~100 us each
 
     cases: dict[str, Any] = {
-        "bare_sync": lambda: _timed_sync(_fn, calls),
-        "policy_memory_sync": lambda: _timed_sync(
-            lambda: memory_sync.call(_fn), calls
+        "bare_sync": lambda: timed_sync(fn, calls),
+        "policy_memory_sync": lambda: timed_sync(
+            lambda: memory_sync.call(fn), calls
         ),
-        "policy_redis_sync": lambda: _timed_sync(
-            lambda: shared_sync.call(_fn), calls
+        "policy_redis_sync": lambda: timed_sync(
+            lambda: shared_sync.call(fn), calls
         ),
-        "pybreaker_memory": lambda: _timed_sync(
-            lambda: pyb_memory.call(_fn), calls
+        "pybreaker_memory": lambda: timed_sync(
+            lambda: pyb_memory.call(fn), calls
         ),
-        "pybreaker_redis": lambda: _timed_sync(
-            lambda: pyb_redis.call(_fn), slow_calls
+        "pybreaker_redis": lambda: timed_sync(
+            lambda: pyb_redis.call(fn), slow_calls
         ),
     }
     async_cases: dict[str, Any] = {
-        "bare_async": lambda: _timed_async(_afn, calls),
-        "policy_memory_async": lambda: _timed_async(
-            lambda: memory.acall(_afn), calls
+        "bare_async": lambda: timed_async(afn, calls),
+        "policy_memory_async": lambda: timed_async(
+            lambda: memory.acall(afn), calls
         ),
-        "policy_redis_async": lambda: _timed_async(
-            lambda: shared.acall(_afn), calls
+        "policy_redis_async": lambda: timed_async(
+            lambda: shared.acall(afn), calls
         ),
     }
     samples: dict[str, list[float]] = {k: [] for k in [*cases, *async_cases]}

@@ -26,24 +26,16 @@ import gc
 import logging
 import random
 import statistics
-import time
 import tracemalloc
 from collections import deque
 from typing import Any
 
 import structlog
+from _timing import afn, fn, timed_async, timed_sync
 from sage_resilience import Policy, PolicyConfig
 
 TRIP = {"failure_rate": 0.5, "window": 60, "minimum_calls": 20}
 TRIP_SLOW = {**TRIP, "slow_call_duration": 2.0, "slow_call_rate": 0.8}
-
-
-async def _afn() -> int:
-    return 1
-
-
-def _fn() -> int:
-    return 1
 
 
 class BoomError(ConnectionError):
@@ -61,20 +53,6 @@ def _policy(**overrides: Any) -> Policy:
     return Policy("bench", config)
 
 
-def _timed_sync(fn: Any, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter_ns() - start) / calls
-
-
-async def _timed_async(factory: Any, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        await factory()
-    return (time.perf_counter_ns() - start) / calls
-
-
 async def overhead(calls: int, trials: int) -> dict[str, list[float]]:
     """ns per call of each case, one sample per trial."""
     plain, rate, slow = _policy(), _policy(trip=TRIP), _policy(trip=TRIP_SLOW)
@@ -82,23 +60,19 @@ async def overhead(calls: int, trials: int) -> dict[str, list[float]]:
     # The same with a per-attempt timeout, as every shipped policy has.
     t_plain, t_rate = _policy(timeout=30), _policy(trip=TRIP, timeout=30)
     sync_cases: dict[str, Any] = {
-        "bare_sync": lambda: _timed_sync(_fn, calls),
-        "sync_plain": lambda: _timed_sync(lambda: s_plain.call(_fn), calls),
-        "sync_trip": lambda: _timed_sync(lambda: s_rate.call(_fn), calls),
+        "bare_sync": lambda: timed_sync(fn, calls),
+        "sync_plain": lambda: timed_sync(lambda: s_plain.call(fn), calls),
+        "sync_trip": lambda: timed_sync(lambda: s_rate.call(fn), calls),
     }
     async_cases: dict[str, Any] = {
-        "bare_async": lambda: _timed_async(_afn, calls),
-        "async_plain": lambda: _timed_async(lambda: plain.acall(_afn), calls),
-        "async_trip": lambda: _timed_async(lambda: rate.acall(_afn), calls),
-        "async_trip_slow": lambda: _timed_async(
-            lambda: slow.acall(_afn), calls
+        "bare_async": lambda: timed_async(afn, calls),
+        "async_plain": lambda: timed_async(lambda: plain.acall(afn), calls),
+        "async_trip": lambda: timed_async(lambda: rate.acall(afn), calls),
+        "async_trip_slow": lambda: timed_async(lambda: slow.acall(afn), calls),
+        "timeout_plain": lambda: timed_async(
+            lambda: t_plain.acall(afn), calls
         ),
-        "timeout_plain": lambda: _timed_async(
-            lambda: t_plain.acall(_afn), calls
-        ),
-        "timeout_trip": lambda: _timed_async(
-            lambda: t_rate.acall(_afn), calls
-        ),
+        "timeout_trip": lambda: timed_async(lambda: t_rate.acall(afn), calls),
     }
     samples: dict[str, list[float]] = {
         k: [] for k in [*sync_cases, *async_cases]
@@ -147,7 +121,7 @@ def memory(
                 except BoomError:
                     pass
             else:
-                p.call(_fn)
+                p.call(fn)
 
     run(10_000)
     gc.collect()
