@@ -92,8 +92,11 @@ _TOP_CAUSES: Final = 5
 
 # Duplicated retry and rejection events (log shippers resend lines, rotated
 # files overlap) are recognised within this many microseconds of the newest
-# event seen, remembering at most _DEDUP_MAX of them: bounded memory.
+# event seen, and always among the last _DEDUP_KEEP such events (a copy a
+# few lines away, however old its timestamp), remembering at most
+# _DEDUP_MAX of them: bounded memory.
 _DEDUP_HORIZON_US: Final = 120_000_000
+_DEDUP_KEEP: Final = 1_000
 _DEDUP_MAX: Final = 100_000
 
 _US: Final = 1_000_000
@@ -980,7 +983,10 @@ class _Aggregator:
         self.recent_order.append((us, key))
         horizon = self.newest - _DEDUP_HORIZON_US
         order = self.recent_order
-        while order and (order[0][0] < horizon or len(order) > _DEDUP_MAX):
+        while order and (
+            len(order) > _DEDUP_MAX
+            or (order[0][0] < horizon and len(order) > _DEDUP_KEEP)
+        ):
             old_us, old_key = order.popleft()
             if self.recent.get(old_key) == old_us:
                 del self.recent[old_key]

@@ -439,6 +439,17 @@ class TestMetrics:
             "top_causes": [],
         } == summary_of(log).to_json()["breakers"]["api"]
 
+    def test_a_nearby_copy_of_an_old_line_counts_once(self) -> None:
+        """A duplicate a few lines away is recognised even when a line in
+        between is minutes newer (the two-minute horizon alone missed it)."""
+        log = [
+            line(1, "retry_scheduled", breaker="api", attempt=1, wait=1.0),
+            line(300, "retry_scheduled", breaker="api", attempt=2, wait=1.0),
+            line(1, "retry_scheduled", breaker="api", attempt=1, wait=1.0),
+        ]
+        breaker = summary_of(log).to_json()["breakers"]["api"]
+        assert 2 == breaker["retries_scheduled"]
+
     def test_top_causes_sorted_and_capped(self) -> None:
         """At most five causes, most frequent first, ties by name."""
         log = []
