@@ -85,6 +85,10 @@ _PROBE: Final = 1
 _RATE_BUCKETS: Final = 60
 
 
+#: How many counted-failure times a gate keeps.
+_FAILURE_TIMES = 256
+
+
 def _noop() -> None:
     return None
 
@@ -232,7 +236,9 @@ class Gate:
         self._open_seconds = 0.0  # closed open periods; never reset
         self._rejected_while_open = 0
         self._rejection_logged = False
-        self._recent: deque[float] = deque(maxlen=5)
+        # Epoch times of recent counted failures: the last 5 are reported;
+        # more serve failure counts over a window (the compat layer).
+        self._recent: deque[float] = deque(maxlen=_FAILURE_TIMES)
         self._rate = _RateCounter()
         self.last_failure: str | None = None
         self.last_cause: str | None = None
@@ -832,7 +838,7 @@ class Gate:
                 failure_count=self.failure_count,
                 failure_threshold=self.config.failure_threshold,
                 recovery_timeout=self.current_recovery_timeout,
-                recent_failures=tuple(self._recent),
+                recent_failures=tuple(self._recent)[-5:],
                 failure_rate_per_min=self._rate.total(now),
                 last_failure=self.last_failure,
                 last_cause=self.last_cause,
@@ -1064,6 +1070,11 @@ class Gate:
             return 0.0
         return max(0.0, self._probe_at - self._clock())
 
+    def failure_times(self) -> list[float]:
+        """Epoch times of the recent counted failures, oldest first."""
+        with self._lock:
+            return list(self._recent)
+
     def status(self) -> dict[str, Any]:
         """The status entry of contract section 6."""
         now = self._clock()
@@ -1083,7 +1094,7 @@ class Gate:
                 if self._state != CLOSED
                 else None,
                 "retry_after": round(self.retry_after(), 3),
-                "recent_failures": [iso(t) for t in self._recent],
+                "recent_failures": [iso(t) for t in list(self._recent)[-5:]],
                 "failure_rate_per_min": self._rate.total(now),
                 "last_failure": self.last_failure,
                 "last_cause": self.last_cause,

@@ -40,6 +40,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -52,7 +53,7 @@ from sage_resilience._redact import redact, redact_mapping
 from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "CONFIG_ENV",
@@ -61,6 +62,7 @@ __all__ = [
     "PLATFORM_ENV",
     "BackoffConfig",
     "ChaosConfig",
+    "Declaration",
     "PolicyConfig",
     "RecoveryBackoffConfig",
     "ResilienceConfig",
@@ -74,6 +76,7 @@ __all__ = [
     "load_config",
     "load_config_text",
     "normalize_platform",
+    "self_tripping",
     "validate_files",
 ]
 
@@ -133,6 +136,12 @@ class _Model(BaseModel):
 class BackoffConfig(_Model):
     """Exponential backoff between attempts, with random jitter."""
 
+    strategy: Literal["exponential", "fixed", "linear", "fibonacci"] = Field(
+        "exponential",
+        description="How waits grow: times multiplier (exponential), "
+        "always initial (fixed), initial x n (linear), initial x fib(n) "
+        "(fibonacci).",
+    )
     initial: float = Field(0.1, ge=0, description="First wait, seconds.")
     multiplier: float = Field(
         2.0, ge=1, description="Each wait is the previous one times this."
@@ -421,6 +430,65 @@ class ResilienceConfig(_Model):
     )
     storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
+    #: The layers it was resolved from, so that a name declared later in
+    #: code gets the same ``defaults:``, platform and environment layers.
+    _source: _Source | None = PrivateAttr(default=None)
+
+    @property
+    def pending_env(self) -> dict[str, list[str]]:
+        """Environment overrides naming a policy no file or code declares.
+
+        Policy name (lower-cased) -> variable names. They apply as soon as
+        code declares that policy.
+        """
+        source = self._source
+        if source is None:
+            return {}
+        return {
+            name: [o.variable for o in found]
+            for name, found in source.pending.items()
+            if name not in self.policies
+        }
+
+    def with_declarations(
+        self, declared: Mapping[str, Sequence[Declaration]]
+    ) -> ResilienceConfig:
+        """This configuration with policies declared in code resolved in.
+
+        For each declared name the code's settings sit between
+        ``defaults:`` and ``policies.<name>`` (configuration beats code).
+
+        Raises:
+            ConfigError: A declaration's settings are invalid.
+        """
+        source = self._source
+        if source is None:
+            # Built in code, not loaded: declared settings over built-ins
+            # for names it lacks; its own policies stay as they are.
+            policies = dict(self.policies)
+            errors: list[ConfigError] = []
+            for name, decls in declared.items():
+                if name in policies or not decls:
+                    continue
+                layers = [d.layer(name) for d in decls]
+                merged = _merge(layers, layers[0].origins[()])
+                result = _validate(PolicyConfig, merged, errors)
+                if result is not None:
+                    policies[name] = result
+            if errors:
+                raise _first(errors)
+            return self.model_copy(update={"policies": policies})
+        if not declared:
+            return self
+        resolved = _resolve(
+            source.doc, source.platform, source.environ, declared
+        )
+        # Only the declared names change: policies of this object that
+        # code does not declare stay as they are (a model_copy keeps its
+        # edits).
+        policies = dict(self.policies)
+        policies.update({name: resolved.policies[name] for name in declared})
+        return self.model_copy(update={"policies": policies})
 
 
 # --------------------------------------------------------------------------
@@ -610,6 +678,29 @@ class _Layer:
 
     data: dict[str, Any]
     origins: dict[_Path, _Origin]
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """Policy settings written in code (a decorator's arguments).
+
+    ``settings`` has the YAML's shape (``{"retry": {"attempts": 3}}``);
+    ``path`` and ``line`` say where the code declared them, for messages.
+    """
+
+    settings: Mapping[str, Any]
+    path: str
+    line: int | None = None
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the declaration."""
+        return self.path if self.line is None else f"{self.path}:{self.line}"
+
+    def layer(self, name: str) -> _Layer:
+        """The declaration as one layer of the merge."""
+        origin = _Origin(self.path, self.line, ("policies", name))
+        return _Layer(copy.deepcopy(dict(self.settings)), {(): origin})
 
 
 def _lookup(
@@ -1067,7 +1158,11 @@ class _EnvOverride:
 def _env_overrides(
     environ: Mapping[str, str], names: Iterable[str]
 ) -> tuple[dict[str, list[_EnvOverride]], list[ConfigError]]:
-    """Group the override variables by the policy they name."""
+    """Group the override variables by the policy they name.
+
+    Names are matched to *names* case-insensitively; a variable naming
+    none of them is kept under its lower-cased policy name.
+    """
     known = list(names)
     by_upper: dict[str, str] = {}
     for name in known:
@@ -1082,17 +1177,9 @@ def _env_overrides(
         if len(parts) < 2 or not all(parts):
             errors.append(origin.error((), _ENV_SHAPE))
             continue
-        policy = by_upper.get(parts[0].upper())
-        if policy is None:
-            listed = ", ".join(sorted(known)) or "(none)"
-            errors.append(
-                origin.error(
-                    (),
-                    f"unknown policy {parts[0].lower()!r}; known policies: "
-                    f"{listed}",
-                )
-            )
-            continue
+        # A policy no file declares may be declared in code later: keep
+        # its overrides under the lower-cased name until then.
+        policy = by_upper.get(parts[0].upper(), parts[0].lower())
         out.setdefault(policy, []).append(
             _EnvOverride(variable, tuple(parts[1:]), environ[variable])
         )
@@ -1262,9 +1349,23 @@ def _first(errors: list[ConfigError]) -> ConfigError:
     )[1]
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What a loaded configuration was resolved from."""
+
+    doc: _Document
+    platform: str
+    environ: Mapping[str, str]
+    pending: dict[str, list[_EnvOverride]]
+
+
 def _resolve(
-    doc: _Document, platform: str, environ: Mapping[str, str]
+    doc: _Document,
+    platform: str,
+    environ: Mapping[str, str],
+    declared: Mapping[str, Sequence[Declaration]] | None = None,
 ) -> ResilienceConfig:
+    declared = declared or {}
     errors = list(doc.errors)
     for model, layer in doc.layers():
         _validate(model, layer, errors, partial=True)
@@ -1272,19 +1373,28 @@ def _resolve(
 
     names = list(doc.policies)
     names += [n for n in section.policies if n not in doc.policies]
+    names += [n for n in declared if n not in names]
     overrides, env_errors = _env_overrides(environ, names)
     errors += env_errors
+    pending = {n: found for n, found in overrides.items() if n not in names}
 
     policies: dict[str, PolicyConfig] = {}
     for name in names:
         own = doc.policies.get(name)
         plat = section.policies.get(name)
+        code = [d.layer(name) for d in declared.get(name, ())]
         file_layers = [
             layer
-            for layer in (doc.defaults, own, section.defaults, plat)
+            for layer in (doc.defaults, *code, own, section.defaults, plat)
             if layer is not None
         ]
-        root = (own or plat or file_layers[0]).origins[()]
+        top = own or plat
+        if top is not None:
+            root = top.origins[()]
+        elif code:
+            root = code[0].origins[()]
+        else:
+            root = file_layers[0].origins[()]
         merged = _merge(file_layers, root)
         if name in overrides:
             env = _env_layer(name, overrides[name], merged.data, errors)
@@ -1307,13 +1417,15 @@ def _resolve(
 
     if errors:
         raise _first(errors)
-    return ResilienceConfig(
+    config = ResilienceConfig(
         version=1,
         platform=platform,
         path=doc.source,
         storage=storage,
         policies=policies,
     )
+    config._source = _Source(doc, platform, dict(environ), pending)
+    return config
 
 
 def _read_text(source: str) -> str:
@@ -1481,6 +1593,26 @@ def validate_files(
             )
         results.append((source, error))
     return results
+
+
+def self_tripping(config: ResilienceConfig) -> list[str]:
+    """Policies where one call's attempts can open their own circuit.
+
+    With ``retry.attempts >= failure_threshold`` a single caller retrying
+    into a brief outage opens the circuit for every other caller.
+
+    Returns:
+        One message per such policy, naming the file and the key.
+    """
+    where = f"{config.path}: " if config.path else ""
+    return [
+        f"{where}policies.{name}.retry.attempts: {p.retry.attempts} >= "
+        f"failure_threshold {p.failure_threshold} (platform "
+        f"{config.platform}): one call's retries can open its own circuit "
+        "for every caller; make failure_threshold larger than attempts"
+        for name, p in sorted(config.policies.items())
+        if p.retry.attempts > 1 and p.retry.attempts >= p.failure_threshold
+    ]
 
 
 # --------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """Event details and their emitters.
 
 Each event is built from one frozen, slotted details object, so the log,
-status counters and metrics all read the same facts. The library only asks
-structlog for a named logger; it never configures structlog (the CLI does).
+status counters and metrics all read the same facts. The library never
+configures logging and never writes to stdout: when the application has
+configured structlog, events go through structlog's logger
+``sage_resilience``; otherwise through the stdlib logger of the same name
+(its level, handlers and error trackers apply; with no logging configured
+at all, Python's last-resort handler shows warnings on stderr). Unconfigured
+structlog would print to stdout, which corrupts a stdio protocol such as
+MCP's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +22,7 @@ import structlog
 
 __all__ = [
     "LOGGER_NAME",
+    "EventLogger",
     "StateChange",
     "iso",
     "logger",
@@ -22,7 +30,80 @@ __all__ = [
 
 LOGGER_NAME = "sage_resilience"
 
-logger = structlog.get_logger(LOGGER_NAME)
+#: ``LogRecord`` attributes an event key must not overwrite in ``extra``.
+_RESERVED = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+) | {"message", "asctime"}
+
+
+class _Rendered:
+    """``event key=value ...``, formatted only if a handler emits it."""
+
+    __slots__ = ("event", "keys")
+
+    def __init__(self, event: str, keys: dict[str, Any]) -> None:
+        self.event = event
+        self.keys = keys
+
+    def __str__(self) -> str:
+        pairs = " ".join(f"{k}={v!r}" for k, v in self.keys.items())
+        return f"{self.event} {pairs}" if pairs else self.event
+
+
+class EventLogger:
+    """The library's logger: structlog when configured, else stdlib.
+
+    Decided at every event (events are rare: transitions, retries, config
+    loads), so an application that configures structlog after importing
+    the library is followed.
+    """
+
+    __slots__ = ("_stdlib", "_structlog")
+
+    def __init__(self, name: str) -> None:
+        self._structlog = structlog.get_logger(name)
+        self._stdlib = logging.getLogger(name)
+
+    def _log(self, level: int, event: str, keys: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            self._structlog.log(level, event, **keys)
+            return
+        std = self._stdlib
+        if not std.isEnabledFor(level):
+            return
+        extra = {
+            (f"event_{k}" if k in _RESERVED else k): v for k, v in keys.items()
+        }
+        extra["event"] = event
+        std.log(level, "%s", _Rendered(event, keys), extra=extra)
+
+    def debug(self, event: str, **keys: Any) -> None:
+        """Log *event* at debug level."""
+        self._log(logging.DEBUG, event, keys)
+
+    def info(self, event: str, **keys: Any) -> None:
+        """Log *event* at info level."""
+        self._log(logging.INFO, event, keys)
+
+    def warning(self, event: str, **keys: Any) -> None:
+        """Log *event* at warning level."""
+        self._log(logging.WARNING, event, keys)
+
+    def error(self, event: str, **keys: Any) -> None:
+        """Log *event* at error level."""
+        self._log(logging.ERROR, event, keys)
+
+    def exception(self, event: str, **keys: Any) -> None:
+        """Log *event* at error level with the current exception."""
+        if structlog.is_configured():
+            self._structlog.exception(event, **keys)
+            return
+        self._stdlib.exception(
+            "%s", _Rendered(event, keys), extra={"event": event}
+        )
+
+
+logger = EventLogger(LOGGER_NAME)
 
 
 def iso(ts: float | None) -> str | None:

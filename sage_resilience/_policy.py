@@ -14,6 +14,7 @@ import random
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from sage_resilience._breaker import Gate, describe_failure
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from sage_resilience._config import PolicyConfig
 
-__all__ = ["Policy", "set_attempt_observer"]
+__all__ = ["Policy", "RetryHooks", "set_attempt_observer"]
 
 #: Called with (policy name, seconds) after every attempt that ran; the
 #: metrics module installs one for its latency histogram.
@@ -264,6 +265,7 @@ class _Settings:
         "deadline",
         "plain",
         "plan",
+        "record",
         "timed",
         "timed_only",
         "timeout",
@@ -277,6 +279,7 @@ class _Settings:
         previous: _Settings | None = None,
     ) -> None:
         self.config = config
+        self.record = record
         self.classify = Classifier(config, name=name, record=record)
         self.timeout = config.timeout
         self.plan = RetryPlan(config.retry)
@@ -302,6 +305,35 @@ class _Settings:
         self.timed_only = self.timed and not extras
 
 
+@dataclass(frozen=True, slots=True)
+class RetryHooks:
+    """Retry filters and callbacks declared in code (Sage's ``retry``).
+
+    Consulted on the failure path only: ``should_retry`` narrows which
+    counted failures are retried, ``before_retry(attempt, error)`` runs
+    before each wait, ``on_exhausted(error)`` once attempts ran out.
+    """
+
+    should_retry: Callable[[BaseException], bool] | None = None
+    before_retry: Callable[[int, BaseException], None] | None = None
+    on_exhausted: Callable[[BaseException], None] | None = None
+
+
+def _run_callback(
+    name: str, callback: Callable[..., object], *args: object
+) -> None:
+    """Run a user callback; its failure is logged, never raised."""
+    try:
+        callback(*args)
+    except Exception as exc:
+        logger.warning(
+            "callback_failed",
+            breaker=name,
+            callback=getattr(callback, "__qualname__", repr(callback)),
+            error=describe_failure(exc),
+        )
+
+
 class Policy:
     """The resilience policy of one dependency.
 
@@ -325,6 +357,7 @@ class Policy:
     ) -> None:
         self.name = name
         self._record = record
+        self._retry_hooks: RetryHooks | None = None
         self._s = _Settings(name, config, record)
         self._gate = Gate(
             name,
@@ -338,12 +371,17 @@ class Policy:
 
     # -- configuration ------------------------------------------------------
 
-    def _prepare(self, config: PolicyConfig) -> _Settings:
+    def _prepare(
+        self,
+        config: PolicyConfig,
+        record: tuple[type[BaseException], ...] | None = None,
+    ) -> _Settings:
         """Validate a new configuration without applying it."""
-        return _Settings(self.name, config, self._record, self._s)
+        return _Settings(self.name, config, record, self._s)
 
     def _commit(self, settings: _Settings, platform: str) -> None:
         previous_chaos = self._s.chaos
+        self._record = settings.record
         self._s = settings
         self._gate.platform = platform
         self._gate.reconfigure(settings.config)
@@ -373,6 +411,10 @@ class Policy:
         entry["in_flight"] = bulkhead.in_flight if bulkhead else None
         entry["platform"] = self._gate.platform
         return entry
+
+    def failure_times(self) -> list[float]:
+        """Epoch times of the recent counted failures (up to 256)."""
+        return self._gate.failure_times()
 
     def open(self) -> None:
         """Force the circuit open until :meth:`close` (no half-open)."""
@@ -766,19 +808,29 @@ class Policy:
             gate.release(ticket)
 
     def _retryable(self, s: _Settings, error: BaseException) -> bool:
-        return s.attempts > 1 and s.classify(error) == COUNTED
+        if s.attempts <= 1 or s.classify(error) != COUNTED:
+            return False
+        hooks = self._retry_hooks
+        return (
+            hooks is None
+            or hooks.should_retry is None
+            or bool(hooks.should_retry(error))
+        )
 
     def _hooks(self, s: _Settings, started: float) -> dict[str, Any]:
         gate = self._gate
         name = self.name
+        hooks = self._retry_hooks
 
         def should_retry(exc: BaseException) -> bool:
-            return s.classify(exc) == COUNTED
+            return self._retryable(s, exc)
 
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             gate.retries += 1
             outcome = rs.outcome
             exc = outcome.exception() if outcome is not None else None
+            if hooks is not None and hooks.before_retry is not None:
+                _run_callback(name, hooks.before_retry, rs.attempt_number, exc)
             logger.info(
                 "retry_scheduled",
                 breaker=name,
@@ -797,6 +849,8 @@ class Policy:
                 attempts=rs.attempt_number,
                 error=_describe(outcome.exception()),
             )
+            if hooks is not None and hooks.on_exhausted is not None:
+                _run_callback(name, hooks.on_exhausted, outcome.exception())
             return outcome.result()  # re-raises the last error
 
         return {

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sage_resilience._config import PolicyConfig, ResilienceConfig
+from sage_resilience._config import Declaration, ResilienceConfig
 from sage_resilience._events import logger
-from sage_resilience._policy import Policy
+from sage_resilience._policy import Policy, RetryHooks
 from sage_resilience.exceptions import ConfigError, UnknownPolicyError
 
 if TYPE_CHECKING:
@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 Record = tuple[type[BaseException], ...] | None
 
 __all__ = [
+    "Part",
     "configure",
     "current_config",
+    "declare",
+    "declared",
     "get_policy",
-    "override",
+    "lookup",
     "policies",
     "policy",
     "reset_registry",
@@ -35,8 +38,58 @@ __all__ = [
 _lock = threading.RLock()
 _policies: dict[str, Policy] = {}
 _config: ResilienceConfig | None = None
-#: Per-name overrides of the compat layer, re-applied on every reload.
-_overrides: dict[str, tuple[dict[str, Any], Record]] = {}
+
+
+class Part:
+    """One code declaration of a policy: a decorator's arguments.
+
+    ``kind`` tells which part of the policy it declares (``"breaker"``,
+    ``"retry"``); two parts of one kind for one name must agree.
+    """
+
+    __slots__ = ("declaration", "hooks", "kind", "record")
+
+    def __init__(
+        self,
+        kind: str,
+        declaration: Declaration,
+        *,
+        record: Record = None,
+        hooks: RetryHooks | None = None,
+    ) -> None:
+        self.kind = kind
+        self.declaration = declaration
+        self.record = record
+        self.hooks = hooks
+
+    def same_arguments(self, other: Part) -> bool:
+        """Whether *other* declares exactly the same."""
+        return (
+            self.declaration.settings == other.declaration.settings
+            and self.record == other.record
+            and self.hooks == other.hooks
+        )
+
+
+#: name -> kind -> the code's declaration; re-applied on every reload.
+_declared: dict[str, dict[str, Part]] = {}
+
+
+def _declarations() -> dict[str, list[Declaration]]:
+    return {
+        name: [part.declaration for part in parts.values()]
+        for name, parts in _declared.items()
+    }
+
+
+def _record_of(name: str) -> Record:
+    part = _declared.get(name, {}).get("breaker")
+    return part.record if part is not None else None
+
+
+def _hooks_of(name: str) -> RetryHooks | None:
+    part = _declared.get(name, {}).get("retry")
+    return part.hooks if part is not None else None
 
 
 def configure(
@@ -64,7 +117,6 @@ def configure(
 
     .. versionadded:: 0.1.0
     """
-    global _config  # noqa: PLW0603 - the registry is process-wide by design
     with _lock:
         source: str | None = None
         try:
@@ -77,6 +129,7 @@ def configure(
                 )
 
                 resolved = load_config(config, platform=platform)
+            resolved = resolved.with_declarations(_declarations())
             staged = _stage(resolved)
         except ConfigError as exc:
             if _config is not None:
@@ -86,25 +139,42 @@ def configure(
                     error=str(exc),
                 )
             raise
-        storage = _storage_name(resolved)
-        new: dict[str, Policy] = {}
-        for name, (existing, settings) in staged.items():
-            if existing is None:
-                new[name] = _make_policy(name, resolved, storage)
-            else:
-                assert settings is not None
-                existing._commit(settings, resolved.platform)
-                new[name] = existing
-        _policies.clear()
-        _policies.update(new)
-        _config = resolved
+        _install(resolved, staged)
         logger.info(
             "config_loaded",
             path=resolved.path,
             platform=resolved.platform,
-            policies=sorted(new),
+            policies=sorted(_policies),
         )
+        pending = resolved.pending_env
+        if pending:
+            logger.warning(
+                "config_env_pending",
+                policies=sorted(pending),
+                variables=sorted(v for vs in pending.values() for v in vs),
+            )
         return resolved
+
+
+def _install(
+    resolved: ResilienceConfig,
+    staged: dict[str, tuple[Policy | None, _Settings | None]],
+) -> None:
+    """Make *resolved* the configuration in force (already validated)."""
+    global _config  # noqa: PLW0603 - the registry is process-wide by design
+    storage = _storage_name(resolved)
+    new: dict[str, Policy] = {}
+    for name, (existing, settings) in staged.items():
+        if existing is None:
+            new[name] = _make_policy(name, resolved, storage)
+        else:
+            assert settings is not None
+            existing._retry_hooks = _hooks_of(name)
+            existing._commit(settings, resolved.platform)
+            new[name] = existing
+    _policies.clear()
+    _policies.update(new)
+    _config = resolved
 
 
 def _storage_name(config: ResilienceConfig) -> str:
@@ -118,42 +188,31 @@ def _stage(
     from sage_resilience._policy import _Settings  # noqa: PLC0415
 
     staged: dict[str, tuple[Policy | None, _Settings | None]] = {}
-    for name in [*config.policies, *_overrides]:
-        if name in staged:
-            continue
-        policy_config = _effective(name, config)
-        record = _overrides.get(name, ({}, None))[1]
+    for name, policy_config in config.policies.items():
+        record = _record_of(name)
         existing = _policies.get(name)
         if existing is None:
             # Validate now by building the settings of the future policy.
             _Settings(name, policy_config, record)
             staged[name] = (None, None)
         else:
-            existing._record = record
-            staged[name] = (existing, existing._prepare(policy_config))
+            staged[name] = (existing, existing._prepare(policy_config, record))
     return staged
-
-
-def _effective(name: str, config: ResilienceConfig) -> PolicyConfig:
-    """The configuration of *name* with the compat overrides applied."""
-    base = config.policies.get(name) or PolicyConfig.model_validate({})
-    override = _overrides.get(name)
-    if override is None or not override[0]:
-        return base
-    return PolicyConfig.model_validate({**base.model_dump(), **override[0]})
 
 
 def _make_policy(name: str, config: ResilienceConfig, storage: str) -> Policy:
     from sage_resilience._storage import make_storage  # noqa: PLC0415
 
-    return Policy(
+    made = Policy(
         name,
-        _effective(name, config),
-        record=_overrides.get(name, ({}, None))[1],
+        config.policies[name],
+        record=_record_of(name),
         platform=config.platform,
         storage=make_storage(config.storage, name),
         storage_name=storage,
     )
+    made._retry_hooks = _hooks_of(name)
+    return made
 
 
 def policy(name: str) -> Policy:
@@ -183,27 +242,65 @@ def policy(name: str) -> Policy:
 get_policy = policy
 
 
-def override(name: str, update: dict[str, Any], record: Record) -> Policy:
-    """Override settings of *name* for this process (the compat layer).
+def declare(name: str, part: Part) -> None:
+    """Declare settings of *name* in code (the compat decorators).
 
-    The override survives reloads; a policy the configuration does not
-    define is built from the built-in defaults plus the override.
+    The code's settings sit between ``defaults:`` and ``policies.<name>``
+    of the configuration and survive reloads. Declaring costs nothing
+    until a configuration is in force: no file is read at import time, and
+    a later ``configure()`` logs one ``config_loaded`` for everything.
+
+    Raises:
+        ConfigError: Another place declared the same part of *name* with
+            different arguments (both places are named), or the settings
+            are invalid (nothing is changed).
     """
     with _lock:
+        parts = _declared.setdefault(name, {})
+        previous = parts.get(part.kind)
+        if previous is not None and not previous.same_arguments(part):
+            here, there = part.declaration, previous.declaration
+            if here.where != there.where:
+                raise ConfigError(
+                    f"declared at {there.where} with different arguments "
+                    f"({_args(there)}; here: {_args(here)}); give one "
+                    "place the arguments, or move them to the YAML",
+                    path=here.path,
+                    line=here.line,
+                    key=f"policies.{name}",
+                )
+        parts[part.kind] = part
         if _config is None:
-            configure()
-        assert _config is not None
-        previous = _overrides.get(name)
-        _overrides[name] = (update, record)
+            return
         try:
-            configure(_config)
-        except Exception:
+            resolved = _config.with_declarations(_declarations())
+            staged = _stage(resolved)
+        except ConfigError:
             if previous is None:
-                del _overrides[name]
+                del parts[part.kind]
+                if not parts:
+                    del _declared[name]
             else:
-                _overrides[name] = previous
+                parts[part.kind] = previous
             raise
-        return _policies[name]
+        _install(resolved, staged)
+
+
+def _args(declaration: Declaration) -> str:
+    shown = ", ".join(
+        f"{k}={v!r}" for k, v in sorted(declaration.settings.items())
+    )
+    return shown or "no arguments"
+
+
+def lookup(name: str) -> Policy | None:
+    """The policy *name* if it is built already, else None (no locking)."""
+    return _policies.get(name)
+
+
+def declared(name: str) -> bool:
+    """Whether code declared *name*."""
+    return name in _declared
 
 
 def policies() -> dict[str, Policy]:
@@ -228,5 +325,5 @@ def reset_registry() -> None:
     global _config  # noqa: PLW0603
     with _lock:
         _policies.clear()
-        _overrides.clear()
+        _declared.clear()
         _config = None

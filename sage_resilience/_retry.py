@@ -9,6 +9,7 @@ concurrent calls), never on the success path.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,12 +54,18 @@ class _WaitRetryAfterOrBackoff(wait_base):
         backoff = config.backoff
         self._cap = backoff.max
         self._respect = config.respect_retry_after
-        self._backoff = tenacity.wait_exponential_jitter(
-            multiplier=backoff.initial,
-            max=backoff.max,
-            exp_base=backoff.multiplier,
-            jitter=backoff.jitter,
-        )
+        self._backoff: wait_base
+        if backoff.strategy == "exponential":
+            self._backoff = tenacity.wait_exponential_jitter(
+                multiplier=backoff.initial,
+                max=backoff.max,
+                exp_base=backoff.multiplier,
+                jitter=backoff.jitter,
+            )
+        else:
+            self._backoff = _WaitSeries(
+                backoff.strategy, backoff.initial, backoff.max, backoff.jitter
+            )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome
@@ -68,6 +75,36 @@ class _WaitRetryAfterOrBackoff(wait_base):
             if asked is not None:
                 return min(asked, self._cap)
         return float(self._backoff(retry_state))
+
+
+class _WaitSeries(wait_base):
+    """``initial`` times 1 (fixed), n (linear) or fib(n) (fibonacci).
+
+    Plus up to ``jitter`` seconds at random, capped at ``max``, as the
+    exponential strategy (tenacity's ``wait_exponential_jitter``) does.
+    """
+
+    def __init__(
+        self, strategy: str, initial: float, cap: float, jitter: float
+    ) -> None:
+        self._strategy = strategy
+        self._initial = initial
+        self._cap = cap
+        self._jitter = jitter
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        n = retry_state.attempt_number
+        if self._strategy == "linear":
+            factor = float(n)
+        elif self._strategy == "fibonacci":
+            a, b = 1, 1
+            for _ in range(min(n, 90) - 1):
+                a, b = b, a + b
+            factor = float(a)
+        else:
+            factor = 1.0
+        spread = random.uniform(0, self._jitter)  # noqa: S311 - not crypto
+        return max(0.0, min(self._cap, self._initial * factor + spread))
 
 
 class _StopBeforeDeadline(tenacity.stop.stop_base):

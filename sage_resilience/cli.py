@@ -72,19 +72,36 @@ def _config_show(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     sys.stdout.write(dump_config(config, args.format))
+    for name, variables in sorted(config.pending_env.items()):
+        print(
+            f"note: {', '.join(variables)} set(s) policy {name!r}, which no "
+            "file declares: it applies when code declares that policy",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _config_validate(args: argparse.Namespace) -> int:
-    from sage_resilience._config import validate_files  # noqa: PLC0415
+    from sage_resilience._config import (  # noqa: PLC0415
+        PLATFORMS,
+        load_config,
+        self_tripping,
+        validate_files,
+    )
 
     failed = 0
     for path, error in validate_files(args.paths):
-        if error is None:
-            print(f"{path}: ok")
-        else:
+        if error is not None:
             failed += 1
             print(str(error), file=sys.stderr)
+            continue
+        print(f"{path}: ok")
+        warnings: dict[str, None] = {}
+        for platform in sorted(PLATFORMS):
+            config = load_config(path, platform=platform, environ={})
+            warnings.update(dict.fromkeys(self_tripping(config)))
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     return 1 if failed else 0
 
 

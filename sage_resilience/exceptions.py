@@ -41,12 +41,13 @@ __all__ = [
 class RefusalInfo(NamedTuple):
     """What a :class:`CircuitOpenError` reports, shared by many refusals."""
 
-    policy: str
+    policy: str | None
     failure_count: int
     last_failure: str | None
     last_cause: str | None
     state: str
     forced: bool
+    message: str | None = None
 
 
 class CircuitOpenError(pybreaker.CircuitBreakerError):
@@ -77,20 +78,28 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
 
     def __init__(
         self,
-        policy: str,
+        policy: str | None = None,
         *,
-        retry_after: float,
-        failure_count: int,
+        retry_after: float | None = None,
+        failure_count: int | None = None,
         last_failure: str | None = None,
         last_cause: str | None = None,
         state: str = "open",
         forced: bool = False,
     ) -> None:
         super().__init__()
+        if retry_after is None and failure_count is None:
+            # Built by hand with a message, as Sage's code raised its own
+            # ``CircuitBreakerOpenError("...")``: no policy behind it.
+            self._info = RefusalInfo(
+                None, 0, last_failure, last_cause, state, forced, policy
+            )
+            self._retry_after = 0.0
+            return
         self._info = RefusalInfo(
-            policy, failure_count, last_failure, last_cause, state, forced
+            policy, failure_count or 0, last_failure, last_cause, state, forced
         )
-        self._retry_after = max(0.0, retry_after)
+        self._retry_after = max(0.0, retry_after or 0.0)
 
     @classmethod
     def _from_info(
@@ -102,8 +111,8 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         return error
 
     @property
-    def policy(self) -> str:
-        """The policy's name."""
+    def policy(self) -> str | None:
+        """The policy's name; None for an error built from a message."""
         return self._info.policy
 
     @property
@@ -137,6 +146,9 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         return self._info.forced
 
     def __str__(self) -> str:
+        info = self._info
+        if info.policy is None:
+            return info.message or "circuit breaker is open"
         if self.forced:
             why = "was opened by an operator"
             when = "until it is closed by hand"
@@ -157,6 +169,8 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Exceptions with keyword-only arguments do not pickle by default.
+        if self._info.policy is None:
+            return (CircuitOpenError, (self._info.message,))
         return (
             _rebuild_circuit_open,
             (
@@ -172,7 +186,7 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
 
 
 def _rebuild_circuit_open(
-    policy: str,
+    policy: str | None,
     retry_after: float,
     failure_count: int,
     last_failure: str | None,

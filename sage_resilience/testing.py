@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 from structlog.testing import capture_logs
@@ -43,5 +44,8 @@ def capture_events() -> Iterator[list[MutableMapping[str, Any]]]:
 
 
 def reset() -> None:
-    """Forget every policy and the configuration in force."""
+    """Forget every policy, code declaration and the configuration."""
     reset_registry()
+    compat = sys.modules.get("sage_resilience.compat")
+    if compat is not None:
+        compat.forget()

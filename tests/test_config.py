@@ -71,16 +71,33 @@ class TestShippedConfig:
         assert "resilience.yaml" == path.name
 
     def test_linux(self):
-        """The shipped file loads for linux with all four policies."""
+        """The shipped file loads for linux with every name Sage uses."""
         config = load_config(platform="linux", environ=NO_ENV)
 
         assert "linux" == config.platform
+        queries = dict.fromkeys(
+            [
+                "database_execute",
+                "database_fetch",
+                "database_fetchrow",
+                "database_fetchval",
+                "memory_storage_save",
+                "memory_storage_search",
+                "memory_storage_text_search",
+            ],
+            "postgres",
+        )
         assert {
             "database_connection": "postgres",
-            "memory_save": "postgres",
+            **queries,
+            "memory_save": None,
+            "memory_search": None,
             "vectorizer": "http",
             "siliconflow_api": "http",
         } == {name: p.kind for name, p in config.policies.items()}
+        # No policy can be opened by one call's own retries.
+        for p in config.policies.values():
+            assert p.retry.attempts < p.failure_threshold
         db = config.policies["database_connection"]
         assert (5.0, "localhost", 3, True) == (
             db.timeout,
@@ -605,12 +622,6 @@ class TestEnvOverrides:
                 id="bad-bool",
             ),
             pytest.param(
-                {"SAGE_RESILIENCE__NOPE__TIMEOUT": "1"},
-                "<env>: SAGE_RESILIENCE__NOPE__TIMEOUT: unknown policy "
-                "'nope'; known policies: api",
-                id="unknown-policy",
-            ),
-            pytest.param(
                 {"SAGE_RESILIENCE__API__TIMEOUT__FOO": "1"},
                 "<env>: SAGE_RESILIENCE__API__TIMEOUT__FOO: "
                 "policies.api.timeout: not a mapping, so 'foo' cannot be "
@@ -677,6 +688,17 @@ class TestEnvOverrides:
         assert message == str(error)
         assert "<env>" == error.path
         assert error.line is None
+
+    def test_override_of_an_undeclared_policy_waits_for_code(self):
+        """An override naming no declared policy is pending, not an error."""
+        config = load_text(
+            SMALL, environ={"SAGE_RESILIENCE__NOPE__TIMEOUT": "1"}
+        )
+
+        assert ["api"] == sorted(config.policies)
+        assert {
+            "nope": ["SAGE_RESILIENCE__NOPE__TIMEOUT"]
+        } == config.pending_env
 
     def test_error_key_is_the_variable(self):
         """ConfigError.key holds the variable; problem the config key."""

@@ -45,7 +45,15 @@ class TestRegistry:
         assert 3 == p.config.retry.attempts
         assert {
             "database_connection",
+            "database_execute",
+            "database_fetch",
+            "database_fetchrow",
+            "database_fetchval",
             "memory_save",
+            "memory_search",
+            "memory_storage_save",
+            "memory_storage_search",
+            "memory_storage_text_search",
             "siliconflow_api",
             "vectorizer",
         } == set(breaker_status())
