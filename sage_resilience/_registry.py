@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sage_resilience._config import Declaration, ResilienceConfig
 from sage_resilience._events import logger
@@ -18,7 +18,15 @@ from sage_resilience._policy import Policy, RetryHooks
 from sage_resilience.exceptions import ConfigError, UnknownPolicyError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import pybreaker
+
+    from sage_resilience._config import PolicyConfig
     from sage_resilience._policy import _Settings
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 Record = tuple[type[BaseException], ...] | None
 
@@ -33,6 +41,7 @@ __all__ = [
     "policies",
     "policy",
     "reset_registry",
+    "resolve",
 ]
 
 _lock = threading.RLock()
@@ -218,15 +227,32 @@ def _make_policy(name: str, config: ResilienceConfig, storage: str) -> Policy:
 def policy(name: str) -> Policy:
     """The policy named *name* from the registry.
 
-    The registry configures itself from the default configuration on first
-    use.
+    Once a configuration is in force the name must be known. Before that
+    (a module decorating at import time, an application that configures
+    later, in a FastAPI lifespan say), a handle is returned that resolves
+    the name at its first use; that use configures the registry from the
+    default configuration if nothing configured it meanwhile.
 
     Raises:
         UnknownPolicyError: No policy has that name (the message lists the
-            known names).
+            known names); for a handle, at its first use.
 
     .. versionadded:: 0.1.0
     """
+    found = _policies.get(name)
+    if found is not None:
+        return found
+    with _lock:
+        if _config is None:
+            return _LatePolicy(name)
+        found = _policies.get(name)
+        if found is None:
+            raise UnknownPolicyError(name, _policies)
+        return found
+
+
+def resolve(name: str) -> Policy:
+    """The registered policy *name*, configuring on first use (strict)."""
     found = _policies.get(name)
     if found is not None:
         return found
@@ -237,6 +263,55 @@ def policy(name: str) -> Policy:
         if found is None:
             raise UnknownPolicyError(name, _policies)
         return found
+
+
+class _LatePolicy(Policy):
+    """A policy named before any configuration was in force.
+
+    Every use looks the name up (one dict read once configured), so the
+    handle follows ``configure()`` calls made after it was created.
+    """
+
+    def __init__(self, name: str) -> None:
+        # No state of its own: everything is the registered policy's.
+        self.name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(resolve(self.name), attribute)
+
+    async def acall(
+        self,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """See :meth:`Policy.acall` (the name is resolved first)."""
+        return await resolve(self.name).acall(fn, *args, **kwargs)
+
+    def call(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """See :meth:`Policy.call` (the name is resolved first)."""
+        return resolve(self.name).call(fn, *args, **kwargs)
+
+    @property
+    def config(self) -> PolicyConfig:
+        """See :attr:`Policy.config`."""
+        return resolve(self.name).config
+
+    @property
+    def breaker(self) -> pybreaker.CircuitBreaker:
+        """See :attr:`Policy.breaker`."""
+        return resolve(self.name).breaker
+
+    @property
+    def state(self) -> str:
+        """See :attr:`Policy.state`."""
+        return resolve(self.name).state
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.name!r} (resolved at first use)>"
 
 
 get_policy = policy

@@ -210,7 +210,7 @@ class CircuitBreaker:
         if found is None:
             if not _registry.declared(self.name):
                 _registry.declare(self.name, self._part)  # after a reset
-            found = _registry.policy(self.name)
+            found = _registry.resolve(self.name)
         if found is not self._listening:
             self._listen(found)
         return found
@@ -427,7 +427,7 @@ def forget() -> None:
 
 def get_breaker_stats(name: str) -> dict[str, Any]:
     """The status entry of the breaker *name* (as ``breaker_status()``)."""
-    return _registry.policy(name).status()
+    return _registry.resolve(name).status()
 
 
 # --------------------------------------------------------------------------
