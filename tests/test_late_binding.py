@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -107,7 +107,9 @@ class TestFastAPIRecipe:
             return await ask_llm()
 
         @app.get("/ask")
-        async def ask(answer: str = Depends(llm_answer)) -> dict[str, str]:
+        async def ask(
+            answer: Annotated[str, Depends(llm_answer)],
+        ) -> dict[str, str]:
             return {"answer": answer}
 
         with TestClient(app, raise_server_exceptions=False) as client:
