@@ -36,7 +36,6 @@ import asyncio
 import enum
 import functools
 import inspect
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -118,7 +117,13 @@ def _given(value: object) -> bool:
 
 def _caller(depth: int) -> tuple[str, int | None]:
     """``(file, line)`` of the code *depth* frames above the caller."""
-    frame = sys._getframe(depth + 1)
+    frame = inspect.currentframe()
+    for _ in range(depth + 1):
+        if frame is None:
+            break
+        frame = frame.f_back
+    if frame is None:  # pragma: no cover - interpreters without frames
+        return "<unknown>", None
     return frame.f_code.co_filename, frame.f_lineno
 
 
@@ -168,8 +173,11 @@ def _breaker_record(
     return None if record == (Exception,) else record
 
 
+_lock = threading.Lock()
 #: The first breaker object declared for each name (for the manager).
 _known: dict[str, CircuitBreaker] = {}
+#: Breakers given to ``breaker_manager.register()``.
+_registered: dict[str, CircuitBreaker] = {}
 
 
 class CircuitBreaker:
@@ -371,19 +379,15 @@ def circuit_breaker(
 class CircuitBreakerManager:
     """Every policy of the registry, as Sage's manager listed its breakers."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._breakers: dict[str, CircuitBreaker] = {}
-
     def register(self, breaker: CircuitBreaker) -> None:
         """Keep *breaker* (its policy is registered already)."""
-        with self._lock:
-            self._breakers[breaker.name] = breaker
+        with _lock:
+            _registered[breaker.name] = breaker
 
     def get(self, name: str) -> CircuitBreaker | None:
         """The breaker *name*, or None when no policy has that name."""
-        with self._lock:
-            known = self._breakers.get(name)
+        with _lock:
+            known = _registered.get(name)
         if known is None:
             known = _known.get(name)
         if known is not None:
@@ -397,8 +401,8 @@ class CircuitBreakerManager:
 
     def get_all_stats(self) -> list[dict[str, Any]]:
         """Sage's statistics of every policy, one entry each."""
-        with self._lock:
-            known = {**_known, **self._breakers}
+        with _lock:
+            known = {**_known, **_registered}
         out = []
         for name, found in sorted(_registry.policies().items()):
             breaker = known.get(name)
@@ -420,9 +424,9 @@ breaker_manager = CircuitBreakerManager()
 
 def forget() -> None:
     """Forget the breaker objects (``sage_resilience.testing.reset``)."""
-    _known.clear()
-    with breaker_manager._lock:
-        breaker_manager._breakers.clear()
+    with _lock:
+        _known.clear()
+        _registered.clear()
 
 
 def get_breaker_stats(name: str) -> dict[str, Any]:
@@ -506,29 +510,6 @@ class RetryConfig:
             should_retry=self.should_retry if narrowed else None,
             before_retry=self.before_retry,
             on_exhausted=self.on_exhausted,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RetryConfig):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self.max_attempts)
-
-    def _key(self) -> tuple[Any, ...]:
-        return (
-            self.max_attempts,
-            self.initial_delay,
-            self.max_delay,
-            self.exponential_base,
-            self.jitter,
-            self.strategy,
-            self.retryable_exceptions,
-            self.non_retryable_exceptions,
-            self.retry_condition,
-            self.before_retry,
-            self.on_exhausted,
         )
 
 
