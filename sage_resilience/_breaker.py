@@ -132,8 +132,11 @@ def _raise(exc: BaseException) -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """``"ExcType: message"`` with secrets redacted, for status and events."""
-    text = str(exc).strip().split("\n", 1)[0]
     name = type(exc).__name__
+    try:
+        text = str(exc).strip().split("\n", 1)[0]
+    except Exception:  # a broken __str__ must not replace the error
+        text = "<message could not be printed>"
     if not text:
         return name
     return f"{name}: {redact(text)}"[:500]

@@ -540,7 +540,12 @@ class Policy:
         bulkhead = s.bulkhead
         if bulkhead is not None:
             started_wait = time.monotonic()
-            if not await bulkhead.acquire_async():
+            try:
+                taken = await bulkhead.acquire_async()
+            except BaseException:  # cancelled while waiting: free the probe
+                gate.release(ticket)
+                raise
+            if not taken:
                 gate.release(ticket)
                 gate.bulkhead_rejections += 1
                 raise BulkheadFullError(
@@ -696,7 +701,12 @@ class Policy:
         bulkhead = s.bulkhead
         if bulkhead is not None:
             started_wait = time.monotonic()
-            if not bulkhead.acquire_sync():
+            try:
+                taken = bulkhead.acquire_sync()
+            except BaseException:  # interrupted while waiting: free it
+                gate.release(ticket)
+                raise
+            if not taken:
                 gate.release(ticket)
                 gate.bulkhead_rejections += 1
                 raise BulkheadFullError(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from sage_resilience import BulkheadFullError, CircuitOpenError, PolicyConfig
-from tests.helpers import make_policy, named
+from tests.helpers import Clock, make_policy, named, with_clock
 
 
 class Boom(ConnectionError):
@@ -352,3 +352,59 @@ class TestSync:
             await asyncio.to_thread(p.call, lambda: None)
         gate.set()
         await holder
+
+
+class TestProbeSlots:
+    async def test_probe_cancelled_in_the_queue_frees_its_slot(self):
+        """A half-open probe cancelled while waiting for a slot gives it back."""
+        clock = Clock()
+        p = with_clock(
+            make_policy(
+                failure_threshold=1,
+                recovery_timeout=1,
+                max_concurrency=1,
+                max_wait=30,
+            ),
+            clock,
+        )
+
+        async def fail() -> None:
+            raise Boom("down")
+
+        with pytest.raises(Boom):
+            await p.acall(fail)
+        release = asyncio.Event()
+        holder = InFlight(release)
+        # The slot is taken, as by a call still in flight from before.
+        bulkhead = p._s.bulkhead
+        assert bulkhead is not None
+        assert await bulkhead.acquire_async()
+        clock.advance(2)
+        probe = asyncio.create_task(p.acall(holder))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        bulkhead.release()
+        release.set()
+        assert "half-open" == p.state
+        assert "ok" == await p.acall(InFlight())
+        assert "closed" == p.state
+
+    async def test_unprintable_failure_is_counted_and_kept(self):
+        """An exception whose __str__ raises still counts, and is raised."""
+
+        class Unprintable(ConnectionError):
+            def __str__(self) -> str:
+                raise RuntimeError("no text")
+
+        p = make_policy(failure_threshold=1, recovery_timeout=1)
+
+        async def fail() -> None:
+            raise Unprintable
+
+        with pytest.raises(Unprintable):
+            await p.acall(fail)
+        assert "open" == p.state
+        assert p.status()["last_failure"].startswith("Unprintable: ")
