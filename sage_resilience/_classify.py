@@ -1,16 +1,24 @@
 """Which exceptions are the dependency's fault (contract 4.1 and 4.2).
 
-Three verdicts:
+Four verdicts:
 
 * ``COUNTED``: a dependency failure; counts towards opening, is retried.
 * ``IGNORED``: the dependency answered and the caller is at fault (HTTP
   4xx other than 408/429, SQL data/constraint/syntax errors, the policy's
   ``ignore_exceptions``): a success for the breaker, never retried.
+* ``NEUTRAL``: a programming error (``TypeError``, ``AttributeError``...,
+  ``acall`` given a function that returns no awaitable): the dependency
+  was perhaps never reached; neither success nor failure, never retried.
 * ``PASSTHROUGH``: cancellation and interpreter exits, or our own refusals:
   never counted, never retried, re-raised untouched.
 
-httpx and asyncpg are optional: their exceptions are recognised by duck
-typing (module name plus attribute), so nothing is imported here.
+An exception is judged by the first recognisable fault along its chain
+(:func:`fault_chain`): itself, then what it was raised from (a wrapper's
+``.orig``, as SQLAlchemy's ``DBAPIError``, or ``__cause__``), else what it
+was raised while handling (``__context__``, unless suppressed with
+``raise ... from None``). Client libraries are optional: HTTP statuses and
+SQLSTATEs are recognised by the attributes that carry them, so nothing is
+imported here.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import datetime as dt
 import importlib
 import math
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sage_resilience.exceptions import (
     BulkheadFullError,
@@ -30,21 +38,31 @@ from sage_resilience.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sage_resilience._config import PolicyConfig
 
 __all__ = [
     "COUNTED",
     "IGNORED",
+    "MAX_CHAIN",
+    "NEUTRAL",
     "PASSTHROUGH",
     "Classifier",
+    "caller_sqlstate",
+    "fault_chain",
+    "http_status",
+    "linked",
     "parse_retry_after",
     "resolve_exception_names",
     "retry_after_of",
+    "sqlstate",
 ]
 
 COUNTED: Final = 0
 IGNORED: Final = 1
 PASSTHROUGH: Final = 2
+NEUTRAL: Final = 3
 
 _NEVER_COUNTED: Final = (
     asyncio.CancelledError,
@@ -55,6 +73,21 @@ _NEVER_COUNTED: Final = (
     BulkheadFullError,
 )
 
+#: Our own refusals: the dependency was not called. Also recognised down a
+#: chain (an SDK that wraps what the transport raised).
+_REFUSALS: Final = (CircuitOpenError, BulkheadFullError)
+
+#: Bugs in the calling code, not faults of the dependency. ``await`` on
+#: something that is not awaitable (``acall`` given a plain or generator
+#: function) is a ``TypeError`` too.
+_PROGRAMMING_ERRORS: Final = (
+    TypeError,
+    NameError,
+    AttributeError,
+    AssertionError,
+    NotImplementedError,
+)
+
 #: SQLSTATE classes that mean "the query was wrong", not "the server is":
 #: 22 data exception, 23 integrity constraint violation, 42 syntax error or
 #: access rule violation.
@@ -62,6 +95,121 @@ _CALLER_SQLSTATE_CLASSES: Final = frozenset({"22", "23", "42"})
 #: 25P02: a statement after an earlier error in the same transaction (a
 #: unique violation, say); the server is fine, the transaction is not.
 _IN_FAILED_TRANSACTION: Final = "25P02"
+
+#: How many exceptions of one chain are looked at, at most.
+MAX_CHAIN: Final = 16
+
+
+def _attr(obj: object, name: str) -> Any:
+    """``getattr`` that never raises (httpx's ``.request`` may)."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def _as_status(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        status = int(value)
+        if 100 <= status <= 599:
+            return status
+    return None
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries, if any.
+
+    ``status_code`` (openai, FastAPI), ``response.status_code`` (httpx,
+    httpx2, requests) or ``status`` (aiohttp); only integers 100-599.
+    """
+    status = _as_status(_attr(exc, "status_code"))
+    if status is None:
+        status = _as_status(_attr(_attr(exc, "response"), "status_code"))
+    if status is None:
+        status = _as_status(_attr(exc, "status"))
+    return status
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE an exception carries: ``sqlstate`` or ``pgcode``."""
+    for name in ("sqlstate", "pgcode"):
+        state = _attr(exc, name)
+        if isinstance(state, str) and len(state) == 5:
+            return state
+    return None
+
+
+def caller_sqlstate(state: str) -> bool:
+    """Whether a SQLSTATE is the query's fault: classes 22, 23, 42, 25P02."""
+    return (
+        state[:2] in _CALLER_SQLSTATE_CLASSES
+        or state == _IN_FAILED_TRANSACTION
+    )
+
+
+def linked(
+    exc: BaseException, *, suppressed: bool = False
+) -> list[BaseException]:
+    """The exceptions *exc* points at, the most telling first.
+
+    A wrapper's ``.orig`` (SQLAlchemy), ``__cause__``, then ``__context__``
+    -- unless ``raise ... from`` suppressed it (include it anyway with
+    *suppressed*, as the diagnosis does to find more details).
+    """
+    out: list[BaseException] = []
+    orig = _attr(exc, "orig")
+    if isinstance(orig, BaseException) and orig is not exc:
+        out.append(orig)
+    cause = exc.__cause__
+    if cause is not None and cause is not orig:
+        out.append(cause)
+    context = exc.__context__
+    if (
+        context is not None
+        and (suppressed or not exc.__suppress_context__)
+        and context is not orig
+        and context is not cause
+    ):
+        out.append(context)
+    return out
+
+
+def fault_chain(exc: BaseException) -> Iterator[BaseException]:
+    """*exc*, then what it was raised from or while handling, in turn.
+
+    One line through the chain, the way a traceback prints it: from each
+    exception to its ``.orig`` or ``__cause__``, else to its unsuppressed
+    ``__context__``. Stops at a cycle and after :data:`MAX_CHAIN`.
+    """
+    seen: list[int] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < MAX_CHAIN:
+        if id(current) in seen:
+            return
+        seen.append(id(current))
+        yield current
+        nxt = linked(current)
+        current = nxt[0] if nxt else None
+
+
+def _status_carrier(exc: BaseException) -> tuple[BaseException, int] | None:
+    """The first exception of the chain that carries an HTTP status.
+
+    The walk stops at the first recognisable fault of another sort (a
+    SQLSTATE, a refusal, a programming or network error): only a status
+    that decides the verdict is returned.
+    """
+    for member in fault_chain(exc):
+        if isinstance(member, _REFUSALS):
+            return None
+        status = http_status(member)
+        if status is not None:
+            return member, status
+        if sqlstate(member) is not None or isinstance(
+            member, (*_PROGRAMMING_ERRORS, OSError)
+        ):
+            return None
+    return None
 
 
 def resolve_exception_names(
@@ -90,39 +238,29 @@ def resolve_exception_names(
     return tuple(resolved)
 
 
-def _http_status(exc: BaseException) -> int | None:
-    """The status of an ``httpx.HTTPStatusError`` (or look-alike)."""
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _is_httpx_status_error(exc: BaseException) -> bool:
-    return type(exc).__name__ == "HTTPStatusError" and type(
-        exc
-    ).__module__.startswith("httpx")
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    if not type(exc).__module__.startswith("asyncpg"):
-        return None
-    state = getattr(exc, "sqlstate", None)
-    return state if isinstance(state, str) else None
-
-
 def retry_after_of(exc: BaseException) -> float | None:
-    """Seconds a 429/503 answer asked to wait (Retry-After), if any."""
-    explicit = getattr(exc, "retry_after", None)
+    """Seconds a 429/503 answer asked to wait (Retry-After), if any.
+
+    The answer is the one that decides the verdict: the first status along
+    the chain (an SDK's own error, or the HTTP error it was raised from).
+    """
+    explicit = _attr(exc, "retry_after")
     if isinstance(explicit, int | float) and not isinstance(
         exc, CircuitOpenError
     ):
         return float(explicit)
-    if _http_status(exc) not in {429, 503}:
+    found = _status_carrier(exc)
+    if found is None or found[1] not in {429, 503}:
         return None
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    return parse_retry_after(
-        headers.get("retry-after") if headers is not None else None
-    )
+    carrier = found[0]
+    headers = _attr(_attr(carrier, "response"), "headers")
+    if headers is None:
+        headers = _attr(carrier, "headers")  # aiohttp
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+    except Exception:  # not a mapping after all
+        return None
+    return parse_retry_after(value if isinstance(value, str) else None)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -152,7 +290,11 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class Classifier:
-    """The verdict on one exception, per a policy's configuration."""
+    """The verdict on one exception, per a policy's configuration.
+
+    Called on the failure path only (a few times per failed attempt): it
+    reads a handful of attributes along at most :data:`MAX_CHAIN` links.
+    """
 
     __slots__ = ("_config", "_ignore", "_record")
 
@@ -178,7 +320,7 @@ class Classifier:
         )
 
     def __call__(self, exc: BaseException) -> int:
-        """COUNTED, IGNORED or PASSTHROUGH."""
+        """COUNTED, IGNORED, NEUTRAL or PASSTHROUGH."""
         if isinstance(exc, _NEVER_COUNTED) or not isinstance(exc, Exception):
             return PASSTHROUGH
         if isinstance(exc, ChaosError):
@@ -187,17 +329,25 @@ class Classifier:
             return IGNORED
         if self._record is not None:
             return COUNTED if isinstance(exc, self._record) else IGNORED
-        if _is_httpx_status_error(exc):
-            status = _http_status(exc)
-            if status is not None and not self._config.is_failure_status(
-                status
-            ):
-                return IGNORED
-            return COUNTED
-        state = _sqlstate(exc)
-        if state is not None and (
-            state[:2] in _CALLER_SQLSTATE_CLASSES
-            or state == _IN_FAILED_TRANSACTION
-        ):
-            return IGNORED
+        return self._judge(exc)
+
+    def _judge(self, exc: BaseException) -> int:
+        """The verdict of the first recognisable fault along the chain."""
+        for member in fault_chain(exc):
+            if isinstance(member, _REFUSALS):
+                return PASSTHROUGH  # wrapped by an SDK: still not a call
+            status = http_status(member)
+            if status is not None:
+                return (
+                    COUNTED
+                    if self._config.is_failure_status(status)
+                    else IGNORED
+                )
+            state = sqlstate(member)
+            if state is not None:
+                return IGNORED if caller_sqlstate(state) else COUNTED
+            if isinstance(member, _PROGRAMMING_ERRORS):
+                return NEUTRAL
+            if isinstance(member, OSError):
+                return COUNTED  # refused, reset, timed out: the network
         return COUNTED
