@@ -595,6 +595,23 @@ class Policy:
             error: BaseException = exc
         return await self._aretry(s, error, fn, args, kwargs, started)
 
+    async def _acall_once(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        """One attempt under the policy, never retried.
+
+        For a statement on a connection inside a transaction (the postgres
+        integration): after an error the server aborts the transaction,
+        and a retry would only meet that. The outcome is classified and
+        recorded as for any attempt.
+        """
+        s = self._s
+        return await self._attempt_async(s, fn, args, kwargs, s.attempts)
+
     async def _aretry(
         self,
         s: _Settings,

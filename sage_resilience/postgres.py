@@ -18,8 +18,11 @@ password never comes from the YAML: it is taken from the DSN, an explicit
 ``.pgpass`` look-up.
 
 Query errors that are the query's fault (SQLSTATE classes 22 data, 23
-constraint, 42 syntax or access rule) pass through :func:`guard`
-uncounted and unretried; connection failures and timeouts count.
+constraint, 42 syntax or access rule, and 25P02 "current transaction is
+aborted") pass through :func:`guard` uncounted and unretried; connection
+failures, timeouts and every other SQLSTATE count. A statement on a
+connection inside a transaction is never retried: the first error aborts
+the transaction, so a retry could only fail with 25P02 and hide it.
 
 .. versionadded:: 0.1.0
 """
@@ -216,7 +219,10 @@ class Guarded:
 
     Retries re-run the statement: a write retried after a lost connection
     may have been applied once already. Make writes idempotent (``ON
-    CONFLICT``) or give their policy ``retry.attempts: 1``.
+    CONFLICT``) or give their policy ``retry.attempts: 1``. On a
+    connection inside a transaction (``is_in_transaction()``) a statement
+    gets one attempt only: its own error is raised, counted or not by its
+    SQLSTATE; retry the whole transaction instead.
 
     Attributes:
         target: The wrapped pool or connection.
@@ -246,35 +252,49 @@ class Guarded:
         )
         return f"<Guarded {self.target!r} policy={name!r}>"
 
+    async def _run(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """*method* under the policy; one attempt inside a transaction."""
+        p = self.policy
+        if _in_transaction(self.target):
+            return await p._acall_once(method, *args, **kwargs)
+        return await p.acall(method, *args, **kwargs)
+
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """``execute`` under the policy."""
-        return await self.policy.acall(
-            self.target.execute, query, *args, **kwargs
-        )
+        return await self._run(self.target.execute, query, *args, **kwargs)
 
     async def executemany(self, command: str, args: Any, **kwargs: Any) -> Any:
         """``executemany`` under the policy."""
-        return await self.policy.acall(
+        return await self._run(
             self.target.executemany, command, args, **kwargs
         )
 
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """``fetch`` under the policy."""
-        return await self.policy.acall(
-            self.target.fetch, query, *args, **kwargs
-        )
+        return await self._run(self.target.fetch, query, *args, **kwargs)
 
     async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """``fetchrow`` under the policy."""
-        return await self.policy.acall(
-            self.target.fetchrow, query, *args, **kwargs
-        )
+        return await self._run(self.target.fetchrow, query, *args, **kwargs)
 
     async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
         """``fetchval`` under the policy."""
-        return await self.policy.acall(
-            self.target.fetchval, query, *args, **kwargs
-        )
+        return await self._run(self.target.fetchval, query, *args, **kwargs)
+
+
+def _in_transaction(target: Any) -> bool:
+    """Whether *target* is a connection inside a transaction block.
+
+    Pools hand out connections outside any transaction, and have no such
+    method; a connection that cannot tell is treated as outside one.
+    """
+    check = getattr(target, "is_in_transaction", None)
+    if not callable(check):
+        return False
+    try:
+        return bool(check())
+    except Exception:
+        return False
 
 
 def guard(target: Any, policy: Policy | str = "memory_save") -> Guarded:

@@ -319,6 +319,68 @@ class TestSqlstates:
         assert COUNTED == classify(exc)
 
 
+class TestSqlstateTable:
+    """docs/integrations.md, "Which SQLSTATEs count", line by line."""
+
+    @pytest.mark.parametrize(
+        "state",
+        [
+            "22012",
+            "22P02",
+            "22001",
+            "23505",
+            "23503",
+            "23502",
+            "23514",
+            "42601",
+            "42P01",
+            "42703",
+            "42501",
+            "25P02",
+        ],
+    )
+    def test_not_counted(self, state):
+        """The query's fault: ignored."""
+        assert IGNORED == classify(Coded(state))
+
+    @pytest.mark.parametrize(
+        "state",
+        [
+            "08003",
+            "08006",
+            "57014",
+            "57P01",
+            "57P02",
+            "57P03",
+            "53300",
+            "40001",
+            "40P01",
+            "25006",
+            "25P03",
+            "28P01",
+            "3D000",
+            "XX000",
+        ],
+    )
+    def test_counted(self, state):
+        """Everything else counts."""
+        assert COUNTED == classify(Coded(state))
+
+    def test_pgcode_like_psycopg2(self):
+        """pgcode is read when sqlstate is absent."""
+        error = Exception("x")
+        error.pgcode = "23505"  # type: ignore[attr-defined]
+        assert IGNORED == classify(error)
+
+
+class Coded(Exception):
+    """An error with a SQLSTATE (pure logic: the table of states)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.sqlstate = state
+
+
 class TestProgrammingErrors:
     @pytest.mark.parametrize(
         "error",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 import sage_resilience.postgres as pg_module
+import sqlalchemy.exc
 from sage_resilience import CircuitOpenError, ConfigError, configure
 from sage_resilience._config import load_config_text
 from sage_resilience.postgres import (
@@ -20,6 +21,9 @@ from sage_resilience.postgres import (
     create_pool,
     guard,
 )
+from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 from tests.helpers import Clock, make_policy, named, with_clock
 from tests.support.http_servers import UNRESOLVABLE_HOST, SilentServer
 from tests.support.pg import PgCluster, pgvector_cluster
@@ -397,6 +401,232 @@ class TestGuard:
     def test_default_policy_is_memory_save(self):
         """guard() uses the registry's memory_save policy by default."""
         assert "memory_save" == guard(object()).policy.name
+
+
+class TestTransactions:
+    """guard(conn) never retries a statement inside a transaction."""
+
+    async def test_statement_timeout_surfaces_unretried(self, pg, events):
+        """57014 inside a transaction: raised as is, counted once."""
+        p = make_policy("save", failure_threshold=5, retry={"attempts": 3})
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            db = guard(conn, p)
+
+            async def slow_in_a_transaction() -> None:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL statement_timeout = 50")
+                    await db.fetchval("SELECT pg_sleep(5)")
+
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await slow_in_a_transaction()
+            assert 1 == await db.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+        status = p.status()
+        assert (1, 1) == (status["failures"], status["successes"])
+        assert [] == named(events, "retry_scheduled")
+
+    async def test_policy_timeout_surfaces_unretried(self, pg, events):
+        """The policy's timeout inside a transaction: one attempt."""
+        p = make_policy(
+            "save", failure_threshold=5, timeout=0.2, retry={"attempts": 3}
+        )
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            db = guard(conn, p)
+            with pytest.raises(TimeoutError):
+                async with conn.transaction():
+                    await db.fetchval("SELECT pg_sleep(5)")
+        finally:
+            conn.terminate()
+        assert 1 == p.status()["failures"]
+        assert [] == named(events, "retry_scheduled")
+
+    async def test_unique_violation_surfaces_uncounted(self, pool, events):
+        """A violation inside a transaction: raised once, not counted."""
+        p = make_policy("save", failure_threshold=1, retry={"attempts": 3})
+        await pool.execute("INSERT INTO memories VALUES (9, 'nine')")
+        async with pool.acquire() as conn:
+            db = guard(conn, p)
+
+            async def two_inserts() -> None:
+                async with conn.transaction():
+                    await db.execute("INSERT INTO memories VALUES (10, 'a')")
+                    await db.execute("INSERT INTO memories VALUES (9, 'b')")
+
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await two_inserts()
+        status = p.status()
+        # The first insert and the ignored violation: two successes.
+        assert ("closed", 2, 0, 2) == (
+            p.state,
+            status["calls"],
+            status["failures"],
+            status["successes"],
+        )
+        assert [] == named(events, "retry_scheduled")
+        assert 1 == await pool.fetchval("SELECT count(*) FROM memories")
+
+    async def test_lost_connection_inside_a_transaction(self, pg):
+        """A backend killed mid-transaction: counted once, not retried."""
+        p = make_policy("save", failure_threshold=5, retry={"attempts": 3})
+        conn = await asyncpg.connect(pg.dsn())
+        try:
+            db = guard(conn, p)
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            transaction = conn.transaction()
+            await transaction.start()
+            await db.execute("INSERT INTO memories VALUES (11, 'a')")
+            pg.psql(f"SELECT pg_terminate_backend({pid});")
+            with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+                await db.execute("INSERT INTO memories VALUES (12, 'b')")
+        finally:
+            conn.terminate()
+        status = p.status()
+        assert (1, "connection_reset") == (
+            status["failures"],
+            status["last_cause"],
+        )
+
+    async def test_outside_a_transaction_statements_are_retried(self, pg):
+        """Without a transaction the policy's retries still apply."""
+        p = make_policy("save", failure_threshold=10, retry={"attempts": 2})
+        conn = await asyncpg.connect(
+            pg.dsn(), server_settings={"statement_timeout": "50"}
+        )
+        try:
+            assert not conn.is_in_transaction()
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await guard(conn, p).fetchval("SELECT pg_sleep(5)")
+        finally:
+            await conn.close()
+        assert 2 == p.status()["failures"]
+
+
+def sqlalchemy_url(pg: PgCluster) -> str:
+    return pg.dsn().replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+class TestSqlAlchemy:
+    """SQLAlchemy 2 async over asyncpg, under a policy."""
+
+    @pytest.fixture
+    async def engine(self, pg: PgCluster) -> AsyncIterator[Any]:
+        engine = create_async_engine(sqlalchemy_url(pg), poolclass=NullPool)
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE memories"))
+            await conn.execute(text("INSERT INTO memories VALUES (1, 'one')"))
+        yield engine
+        await engine.dispose()
+
+    @pytest.mark.parametrize(
+        ("sql", "params", "error"),
+        [
+            (
+                "INSERT INTO memories VALUES (1, 'again')",
+                {},
+                sqlalchemy.exc.IntegrityError,
+            ),
+            ("SELEC 1", {}, sqlalchemy.exc.ProgrammingError),
+            ("SELECT 1 / 0", {}, sqlalchemy.exc.DBAPIError),
+            (
+                "SELECT body FROM memories WHERE id = :id",
+                {"id": "not a number"},
+                sqlalchemy.exc.DBAPIError,
+            ),
+        ],
+        ids=["unique", "syntax", "division", "bad-type"],
+    )
+    async def test_query_faults_do_not_open(self, engine, sql, params, error):
+        """IntegrityError, ProgrammingError, DBAPIError: once, uncounted."""
+        p = make_policy("save", failure_threshold=1, retry={"attempts": 3})
+        calls = 0
+
+        @p
+        async def run() -> Any:
+            nonlocal calls
+            calls += 1
+            async with engine.begin() as conn:
+                return await conn.execute(text(sql), params)
+
+        for _ in range(3):
+            with pytest.raises(error):
+                await run()
+        status = p.status()
+        assert (3, "closed", 0, 3) == (
+            calls,
+            p.state,
+            status["failures"],
+            status["successes"],
+        )
+
+    def test_sync_engine_over_psycopg(self, pg):
+        """Sync SQLAlchemy over psycopg 3: IntegrityError is not counted."""
+        engine = create_engine(
+            pg.dsn().replace("postgresql://", "postgresql+psycopg://", 1),
+            poolclass=NullPool,
+        )
+        p = make_policy("save", failure_threshold=1, retry={"attempts": 3})
+
+        @p
+        def insert() -> None:
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO memories VALUES (1, 'x')"))
+
+        try:
+            with pytest.raises(sqlalchemy.exc.IntegrityError):
+                insert()
+        finally:
+            engine.dispose()
+        assert ("closed", 0, 1) == (
+            p.state,
+            p.status()["failures"],
+            p.status()["successes"],
+        )
+
+    async def test_killed_server_opens(self, engine, pg):
+        """The server killed: counted, the circuit opens, refusals follow."""
+        p = make_policy("save", failure_threshold=2, retry={"attempts": 1})
+        async with engine.connect() as conn:
+            assert 1 == await p.acall(
+                lambda: conn.scalar(text("SELECT count(*) FROM memories"))
+            )
+            pg.stop(mode="immediate")
+            with pytest.raises(sqlalchemy.exc.DBAPIError):
+                await p.acall(lambda: conn.execute(text("SELECT 1")))
+            status = p.status()
+            assert ("closed", 1, "connection_reset") == (
+                p.state,
+                status["failures"],
+                status["last_cause"],
+            )
+        with pytest.raises(OSError):
+            await p.acall(_fresh_query, engine)
+        assert "open" == p.state
+        with pytest.raises(CircuitOpenError) as refused:
+            await p.acall(_fresh_query, engine)
+        assert "pg_refused" == refused.value.last_cause
+
+    async def test_killed_server_diagnosis(self, engine, pg):
+        """diagnose() reaches the asyncpg error through .orig."""
+        from sage_resilience import diagnose  # noqa: PLC0415
+
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            pg.stop(mode="immediate")
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as info:
+                await conn.execute(text("SELECT 1"))
+        found = diagnose(info.value, policy=make_policy("save"))
+        assert ("connection_reset", "08003") == (
+            found.cause,
+            found.details.get("sqlstate"),
+        )
+
+
+async def _fresh_query(engine: Any) -> Any:
+    async with engine.connect() as conn:
+        return await conn.scalar(text("SELECT 1"))
 
 
 class TestImport:
