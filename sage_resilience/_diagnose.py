@@ -22,7 +22,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sage_resilience._classify import parse_retry_after
+from sage_resilience._classify import (
+    http_status,
+    linked,
+    parse_retry_after,
+    sqlstate,
+)
 from sage_resilience._redact import REDACTED, is_secret_key, redact
 from sage_resilience.exceptions import CircuitOpenError
 
@@ -178,7 +183,12 @@ _MAX_CHAIN = 64
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception, its causes, contexts and group members (BFS order)."""
+    """The exception and all it links to, breadth first.
+
+    The links of the classification (a wrapper's ``.orig``, ``__cause__``,
+    ``__context__``), here also a context that ``raise ... from`` hid, and
+    the members of exception groups: a diagnosis looks for every detail.
+    """
     seen: set[int] = set()
     out: list[BaseException] = []
     queue: list[BaseException] = [exc]
@@ -190,10 +200,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
         out.append(current)
         if isinstance(current, BaseExceptionGroup):
             queue.extend(current.exceptions)
-        if current.__cause__ is not None:
-            queue.append(current.__cause__)
-        if current.__context__ is not None:
-            queue.append(current.__context__)
+        queue.extend(linked(current, suppressed=True))
     return out
 
 
@@ -208,25 +215,44 @@ def _frames(tb: TracebackType | None) -> Iterator[tuple[str, str]]:
         tb = tb.tb_next
 
 
+#: Module prefixes of the client libraries, by dependency kind (httpx
+#: covers httpx2, httpcore httpcore2, psycopg psycopg2).
+_PG_MODULES = ("asyncpg", "psycopg", "sqlalchemy.dialects.postgresql")
+_HTTP_MODULES = ("httpx", "httpcore", "openai", "aiohttp", "requests")
+
+
+def _module_kind(module: str) -> str | None:
+    if module.startswith(_PG_MODULES):
+        return "postgres"
+    if module.startswith(_HTTP_MODULES):
+        return "http"
+    return None
+
+
 def _traceback_kind(chain: list[BaseException]) -> str | None:
     """Which client library the failure went through, from its frames."""
     for exc in chain:
         for module, _ in _frames(exc.__traceback__):
-            if module.startswith("asyncpg"):
-                return "postgres"
-            if module.startswith(("httpx", "httpcore")):
-                return "http"
+            kind = _module_kind(module)
+            if kind is not None:
+                return kind
     return None
 
 
 def _infer_kind(chain: list[BaseException]) -> str | None:
     for exc in chain:
-        module = _module(exc)
-        if module.startswith("asyncpg"):
-            return "postgres"
-        if module.startswith(("httpx", "httpcore")):
-            return "http"
+        kind = _module_kind(_module(exc))
+        if kind is not None:
+            return kind
     return _traceback_kind(chain)
+
+
+def _httpx_library(module: str) -> Any:
+    """The httpx or httpx2 module (same classes) that *module* is from."""
+    root = module.partition(".")[0]
+    if root in {"httpx", "httpx2"}:
+        return sys.modules.get(root)
+    return None
 
 
 def _in_pg_connect(chain: list[BaseException]) -> bool:
@@ -282,9 +308,9 @@ def _is_refused(exc: OSError) -> bool:
 
 
 def _sqlstate_cause(exc: BaseException) -> str | None:
-    state = getattr(exc, "sqlstate", None)
+    state = sqlstate(exc)
     message = str(exc)
-    if not isinstance(state, str):
+    if state is None:
         if type(exc).__name__ == "ConnectionDoesNotExistError":
             return "connection_reset"
         return None
@@ -370,19 +396,23 @@ def _classify(
     if isinstance(exc, CircuitOpenError):
         return "circuit_open", True
     module = _module(exc)
-    if module.startswith("asyncpg"):
+    if module.startswith("asyncpg") or sqlstate(exc) is not None:
         pg = _sqlstate_cause(exc)
         if pg is not None:
             return pg, True
+    # An HTTP status, whoever carries it: httpx, httpx2, openai, requests,
+    # aiohttp (the same attributes as the classification reads).
+    status = http_status(exc)
+    if status is not None and status >= 400:
+        return _status_cause(status), True
     if module.startswith(("httpx", "httpcore")):
-        httpx = sys.modules.get("httpx")
-        if httpx is not None and module.startswith("httpx"):
-            return _httpx_cause(exc, httpx)
-        return None
-    httpx = sys.modules.get("httpx")
-    if httpx is not None and isinstance(exc, httpx.HTTPError):
-        # A subclass defined elsewhere (our transport's FailureStatusError).
-        return _httpx_cause(exc, httpx)
+        library = _httpx_library(module)
+        return None if library is None else _httpx_cause(exc, library)
+    for name in ("httpx", "httpx2"):
+        library = sys.modules.get(name)
+        if library is not None and isinstance(exc, library.HTTPError):
+            # A subclass defined elsewhere (our transport's errors).
+            return _httpx_cause(exc, library)
     ssl = sys.modules.get("ssl")
     if ssl is not None and isinstance(exc, ssl.SSLError):
         return "tls_failure", True
@@ -575,8 +605,8 @@ def _pg_params(ctx: _Context, exc: BaseException) -> dict[str, Any]:
         value = ctx.settings.get(key)
         if value is not None:
             details[key] = value
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str):
+    state = sqlstate(exc)
+    if state is not None:
         details["sqlstate"] = state
     for attr in ("detail", "hint"):
         value = getattr(exc, attr, None)
@@ -698,22 +728,62 @@ def _role(details: Mapping[str, Any]) -> str:
     return f" {user}" if user else ""
 
 
-def _http_params(exc: BaseException) -> dict[str, Any]:
-    details: dict[str, Any] = {}
-    request = None
+def _attr(obj: object, name: str) -> Any:
     try:
-        request = getattr(exc, "request", None)
+        return getattr(obj, name, None)
     except Exception:  # httpx raises when the request was never set
-        request = None
-    if request is not None:
-        details["method"] = request.method
-        details["url"] = safe_url(str(request.url))
-        details["host"] = request.url.host
-        port = request.url.port
-        if port is None:
-            port = 443 if request.url.scheme == "https" else 80
-        details["port"] = port
+        return None
+
+
+def _http_params(exc: BaseException) -> dict[str, Any]:
+    """Method, URL, host and port of the request an error is about.
+
+    ``request`` (httpx, httpx2, openai, requests) or ``request_info``
+    (aiohttp); the URL may be an object (httpx, yarl) or a string.
+    """
+    details: dict[str, Any] = {}
+    request = _attr(exc, "request")
+    if request is None:
+        request = _attr(exc, "request_info")
+    url = _attr(request, "url")
+    if url is None:
+        return details
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return details
+    method = _attr(request, "method")
+    if isinstance(method, str):
+        details["method"] = method
+    details["url"] = safe_url(text)
+    details["host"] = parts.hostname
+    details["port"] = (
+        port if port is not None else 443 if parts.scheme == "https" else 80
+    )
     return details
+
+
+def _response_facts(
+    exc: BaseException,
+) -> tuple[str, str | None, dict[str, Any], Any]:
+    """Reason phrase, provider message (and codes), headers of an answer.
+
+    From the response an error holds (httpx, httpx2, openai, requests), or
+    from the error itself (aiohttp keeps ``message`` and ``headers``).
+    """
+    response = _attr(exc, "response")
+    reason = _attr(response, "reason_phrase") or _attr(response, "reason")
+    if response is None:
+        reason = _attr(exc, "message")
+    headers = _attr(response, "headers")
+    if headers is None:
+        headers = _attr(exc, "headers")
+    message, extra = (
+        _provider_message(response) if response is not None else (None, {})
+    )
+    return str(reason or ""), message, extra, headers
 
 
 def _describe_http(
@@ -734,24 +804,19 @@ def _describe_http(
         else details.get("url", "the API")
     )
     host = details.get("host", "the API host")
-    response = getattr(exc, "response", None)
-    if (
-        code.startswith("http_")
-        and response is not None
-        and hasattr(response, "status_code")
-    ):
-        status = int(response.status_code)
-        reason = str(getattr(response, "reason_phrase", "") or "")
+    status = http_status(exc)
+    if code.startswith("http_") and status is not None:
+        reason, message, extra, headers = _response_facts(exc)
         details["status"] = status
-        message, extra = _provider_message(response)
         details.update(extra)
         if message:
             details["provider_message"] = message
         said = f", the provider says: {_clause(message)}" if message else ""
         answered = f"{host} answered {status} {reason}".rstrip()
         if code == "http_rate_limited":
+            value = _attr(headers, "get")
             retry_after = parse_retry_after(
-                response.headers.get("Retry-After")
+                value("Retry-After") if callable(value) else None
             )
             details["retry_after"] = retry_after
             wait = (

@@ -11,9 +11,17 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
 import asyncpg
 import httpx
+import httpx2
+import openai
+import psycopg
+import psycopg2
 import pytest
+import requests
+import sqlalchemy.exc
+from sage_resilience import Policy
 from sage_resilience._config import PolicyConfig
 from sage_resilience._diagnose import (
     CAUSES,
@@ -24,6 +32,8 @@ from sage_resilience._diagnose import (
     safe_url,
 )
 from sage_resilience.exceptions import CircuitOpenError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from tests.support import unavailable
 from tests.support.http_servers import (
     UNRESOLVABLE_HOST,
@@ -590,6 +600,182 @@ class TestHttpTransport:
 
 
 # -- circuit, chains, unknown -------------------------------------------------
+
+
+async def sdk_error(base_url: str, **kwargs: object) -> BaseException:
+    """What the OpenAI SDK raises for one chat completion."""
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key=API_KEY, max_retries=0, **kwargs
+    )
+    try:
+        await client.chat.completions.create(
+            model="Qwen/none", messages=[{"role": "user", "content": "hi"}]
+        )
+    except Exception as exc:
+        return exc
+    finally:
+        await client.close()
+    pytest.fail("the SDK call did not fail")
+
+
+class TestOtherClients:
+    """The same causes through openai, httpx2, requests, aiohttp, SQLAlchemy."""
+
+    async def test_openai_bad_request(self, api):
+        """openai's BadRequestError: the provider's message, the status."""
+        api.script(
+            "/sdk400/chat/completions",
+            Response(
+                400,
+                json={
+                    "code": 20012,
+                    "message": "Model does not exist. Please check it.",
+                    "data": None,
+                },
+            ),
+        )
+        exc = await sdk_error(api.url + "/sdk400")
+        assert isinstance(exc, openai.BadRequestError)
+        d = diagnose(exc)
+        assert ("http_bad_request", 400, 20012) == (
+            d.cause,
+            d.details["status"],
+            d.details["provider_code"],
+        )
+        assert "Model does not exist" in d.explanation
+        assert "POST" == d.details["method"]
+        assert_no_secret(d, API_KEY)
+
+    async def test_openai_unauthorized_and_rate_limited(self, api):
+        """401 and 429 with Retry-After through the SDK."""
+        api.script("/sdk401/chat/completions", Response(401, json={}))
+        api.script(
+            "/sdk429/chat/completions",
+            Response(429, json={}, headers={"Retry-After": "12"}),
+        )
+        unauthorized = diagnose(await sdk_error(api.url + "/sdk401"))
+        limited = diagnose(await sdk_error(api.url + "/sdk429"))
+        assert "http_unauthorized" == unauthorized.cause
+        assert_no_secret(unauthorized, API_KEY)
+        assert ("http_rate_limited", 12.0) == (
+            limited.cause,
+            limited.details["retry_after"],
+        )
+
+    async def test_openai_connection_errors(self, silent):
+        """APIConnectionError and APITimeoutError: refused, timed out."""
+        refused = await sdk_error(f"http://127.0.0.1:{closed_port()}/v1")
+        hung = await sdk_error(
+            f"http://{silent.host}:{silent.port}/v1", timeout=0.3
+        )
+        assert isinstance(refused, openai.APIConnectionError)
+        assert isinstance(hung, openai.APITimeoutError)
+        assert ("connection_refused", "http_timeout") == (
+            cause_of(refused),
+            cause_of(hung),
+        )
+
+    async def test_last_cause_of_a_policy_around_the_sdk(self, api):
+        """last_cause comes from the same walk: the SDK's 503."""
+        api.script("/sdk503/chat/completions", Response(503, json={}))
+        p = Policy("llm", PolicyConfig(failure_threshold=1))
+        with pytest.raises(openai.InternalServerError):
+            await p.acall(sdk_error_raising, api.url + "/sdk503")
+        with pytest.raises(CircuitOpenError) as refused:
+            await p.acall(sdk_error_raising, api.url + "/sdk503")
+        assert "http_server_error" == refused.value.last_cause
+
+    async def test_httpx2(self, api, silent):
+        """httpx2's status, refusal and timeout errors."""
+        api.script("/h2/404", Response(404))
+        async with httpx2.AsyncClient(timeout=0.3) as client:
+            missing = (await client.get(api.url + "/h2/404")).status_code
+            try:
+                (await client.get(api.url + "/h2/404")).raise_for_status()
+            except httpx2.HTTPStatusError as exc:
+                status_error: BaseException = exc
+            try:
+                await client.get(f"http://127.0.0.1:{closed_port()}/")
+            except httpx2.ConnectError as exc:
+                refused: BaseException = exc
+            try:
+                await client.get(f"http://{silent.host}:{silent.port}/")
+            except httpx2.TimeoutException as exc:
+                hung: BaseException = exc
+        assert 404 == missing
+        assert [
+            "http_not_found",
+            "connection_refused",
+            "http_timeout",
+        ] == [cause_of(e) for e in (status_error, refused, hung)]
+        assert api.url + "/h2/404" == diagnose(status_error).details["url"]
+
+    def test_requests(self, api):
+        """requests' HTTPError: the status, URL and body."""
+        api.script("/rq/422", Response(422, json={"message": "bad dims"}))
+        with pytest.raises(requests.HTTPError) as info:
+            requests.get(api.url + "/rq/422", timeout=5).raise_for_status()
+        d = diagnose(info.value)
+        assert ("http_bad_request", 422, api.url + "/rq/422") == (
+            d.cause,
+            d.details["status"],
+            d.details["url"],
+        )
+        assert "bad dims" in d.explanation
+
+    async def test_aiohttp(self, api):
+        """aiohttp's ClientResponseError: status, URL, Retry-After."""
+        api.script("/ah/429", Response(429, headers={"Retry-After": "3"}))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(api.url + "/ah/429") as response:
+                with pytest.raises(aiohttp.ClientResponseError) as info:
+                    response.raise_for_status()
+        d = diagnose(info.value)
+        assert ("http_rate_limited", 3.0, "GET") == (
+            d.cause,
+            d.details["retry_after"],
+            d.details["method"],
+        )
+
+    async def test_sqlalchemy_reaches_the_driver_error(self, pg):
+        """SQLAlchemy's ProgrammingError: the asyncpg SQLSTATE via .orig."""
+        engine = create_async_engine(
+            pg.dsn(database="novec").replace(
+                "postgresql://", "postgresql+asyncpg://", 1
+            )
+        )
+        try:
+            async with engine.connect() as conn:
+                with pytest.raises(sqlalchemy.exc.ProgrammingError) as info:
+                    await conn.execute(text("SELECT '[1,2]'::vector"))
+        finally:
+            await engine.dispose()
+        d = diagnose(info.value)
+        assert ("pgvector_not_enabled", "42704", "postgres") == (
+            d.cause,
+            d.details["sqlstate"],
+            d.details["kind"],
+        )
+
+    def test_psycopg(self, pg):
+        """psycopg 3 (sqlstate) and psycopg 2 (pgcode) errors."""
+        with psycopg.connect(pg.dsn(user="nogrant")) as conn:
+            with pytest.raises(psycopg.Error) as three:
+                conn.execute("SELECT * FROM secrets")
+        two_conn = psycopg2.connect(pg.dsn(user="nogrant"))
+        try:
+            with pytest.raises(psycopg2.Error) as two:
+                two_conn.cursor().execute("SELECT * FROM secrets")
+        finally:
+            two_conn.close()
+        assert ["pg_permission_denied", "pg_permission_denied"] == [
+            diagnose(e.value).cause for e in (three, two)
+        ]
+        assert "42501" == diagnose(two.value).details["sqlstate"]
+
+
+async def sdk_error_raising(base_url: str) -> None:
+    raise await sdk_error(base_url)
 
 
 class TestCircuitOpen:
