@@ -608,6 +608,25 @@ class TestSqlAlchemy:
             await p.acall(_fresh_query, engine)
         assert "pg_refused" == refused.value.last_cause
 
+    async def test_unit_of_work_retries_on_a_new_connection(self, pg):
+        """A pooled connection dies: the retry opens a new one (refused)."""
+        engine = create_async_engine(sqlalchemy_url(pg))
+        p = make_policy("save", failure_threshold=10, retry={"attempts": 3})
+
+        @p
+        async def count() -> Any:
+            async with engine.begin() as conn:
+                return await conn.scalar(text("SELECT count(*) FROM memories"))
+
+        try:
+            assert 1 == await count()  # the pool now holds a connection
+            pg.stop(mode="immediate")
+            with pytest.raises(ConnectionRefusedError):
+                await count()
+        finally:
+            await engine.dispose()
+        assert 3 == p.status()["failures"]
+
     async def test_killed_server_diagnosis(self, engine, pg):
         """diagnose() reaches the asyncpg error through .orig."""
         from sage_resilience import diagnose  # noqa: PLC0415
