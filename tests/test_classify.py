@@ -110,6 +110,12 @@ async def chat(client: openai.AsyncOpenAI) -> Any:
     )
 
 
+async def chat_once(api: StandInServer, status: int) -> Any:
+    """One chat completion with a client of its own, closed after."""
+    async with sdk(api, status) as client:
+        return await chat(client)
+
+
 class TestOpenAI:
     @pytest.mark.parametrize(
         ("status", "expected"),
@@ -126,19 +132,18 @@ class TestOpenAI:
     )
     async def test_status_errors(self, api, status, expected):
         """The SDK's own status errors: 4xx ignored but 408/429, 5xx counted."""
-        exc = await caught(lambda: chat(sdk(api, status)))
+        exc = await caught(lambda: chat_once(api, status))
         assert isinstance(exc, openai.APIStatusError)
         assert expected == classify(exc)
 
     async def test_bad_request_is_not_retried_nor_counted(self, api, events):
         """@policy around the SDK: a 400 reaches the caller once, uncounted."""
         p = make_policy("llm", failure_threshold=1, retry={"attempts": 3})
-        client = sdk(api, 400)
         before = api.hits["/s400/chat/completions"]
 
         @p
         async def ask() -> Any:
-            return await chat(client)
+            return await chat_once(api, 400)
 
         with pytest.raises(openai.BadRequestError) as info:
             await ask()
@@ -155,10 +160,9 @@ class TestOpenAI:
     async def test_server_error_is_retried_and_counted(self, api):
         """A 503 from the SDK is retried, every attempt counted."""
         p = make_policy("llm", failure_threshold=10, retry={"attempts": 3})
-        client = sdk(api, 503)
         before = api.hits["/s503/chat/completions"]
         with pytest.raises(openai.InternalServerError):
-            await p.acall(chat, client)
+            await p.acall(chat_once, api, 503)
         assert 3 == api.hits["/s503/chat/completions"] - before
         assert 3 == p.status()["failures"]
 
@@ -177,13 +181,14 @@ class TestOpenAI:
             api_key="sk-test",
             max_retries=0,
         )
-        exc = await caught(lambda: chat(client))
+        async with client:
+            exc = await caught(lambda: chat(client))
         assert isinstance(exc, openai.APIConnectionError)
         assert COUNTED == classify(exc)
 
     async def test_retry_after_of_a_rate_limit(self, api):
         """The SDK's RateLimitError gives its Retry-After."""
-        exc = await caught(lambda: chat(sdk(api, 429)))
+        exc = await caught(lambda: chat_once(api, 429))
         assert isinstance(exc, openai.RateLimitError)
         assert 7.0 == retry_after_of(exc)
 
@@ -519,7 +524,7 @@ class AppError(Exception):
 class TestChain:
     async def test_raised_from_a_status_error(self, api):
         """raise AppError(...) from a 400: the 400 decides."""
-        status_error = await caught(lambda: chat(sdk(api, 400)))
+        status_error = await caught(lambda: chat_once(api, 400))
         wrapped = AppError("the model is wrong")
         wrapped.__cause__ = status_error
         assert IGNORED == classify(wrapped)
