@@ -4,7 +4,7 @@ Four verdicts:
 
 * ``COUNTED``: a dependency failure; counts towards opening, is retried.
 * ``IGNORED``: the dependency answered and the caller is at fault (HTTP
-  4xx other than 408/429, SQL data/constraint/syntax errors, the policy's
+  4xx other than 408/429, SQLSTATE classes 22/23/42 and 25P02, the policy's
   ``ignore_exceptions``): a success for the breaker, never retried.
 * ``NEUTRAL``: a programming error (``TypeError``, ``AttributeError``...,
   ``acall`` given a function that returns no awaitable): the dependency
