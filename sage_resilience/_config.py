@@ -26,6 +26,7 @@ import copy
 import difflib
 import importlib.resources
 import json
+import math
 import os
 import platform as _platform
 import re
@@ -125,6 +126,10 @@ class _Model(BaseModel):
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode reads `true` as 1 and "5" as 5; in a
         # configuration file both are mistakes worth reporting.
+        if isinstance(value, float) and not math.isfinite(value):
+            # .inf would overflow timers (every call then fails) or sleep
+            # for ever; .nan compares false with every bound.
+            raise _problem(f"must be a finite number (got {_show(value)})")
         if not isinstance(value, bool | str) or info.field_name is None:
             return value
         kind = _number_kind(cls.model_fields[info.field_name].annotation)

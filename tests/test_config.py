@@ -1504,3 +1504,31 @@ class TestValidateFiles:
         path = write(tmp_path, SMALL)
 
         assert [(str(path), None)] == validate_files([path])
+
+
+class TestFiniteNumbers:
+    @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+    @pytest.mark.parametrize(
+        ("key", "dotted"),
+        [
+            ("timeout: X", "timeout"),
+            ("recovery_timeout: X", "recovery_timeout"),
+            ("max_wait: X", "max_wait"),
+            ("retry: {backoff: {max: X}}", "retry.backoff.max"),
+            ("retry: {deadline: X}", "retry.deadline"),
+        ],
+    )
+    def test_non_finite_is_rejected(self, value, key, dotted):
+        """.inf and .nan are errors naming the key (inf timers overflow)."""
+        text = f"version: 1\npolicies:\n  a:\n    {key.replace('X', value)}\n"
+        error = error_of(text)
+        assert f"policies.a.{dotted}" == error.key
+        assert error.problem.startswith("must be a finite number")
+
+    def test_non_finite_from_the_environment(self):
+        """The same check applies to environment overrides."""
+        error = error_of(
+            SMALL, environ={"SAGE_RESILIENCE__API__TIMEOUT": ".inf"}
+        )
+        assert "SAGE_RESILIENCE__API__TIMEOUT" == error.key
+        assert "must be a finite number" in error.problem
