@@ -31,6 +31,44 @@ class TestConfigCommands:
         shown = yaml.safe_load(capsys.readouterr().out)
         assert 5 == shown["policies"]["siliconflow_api"]["retry"]["attempts"]
 
+    def test_show_notes_an_override_waiting_for_code(
+        self, monkeypatch, capsys
+    ):
+        """An env override for a code-only name: stdout clean, a note."""
+        monkeypatch.setenv("SAGE_RESILIENCE__DATABASE_RETRY__TIMEOUT", "3")
+        assert 0 == main(["config", "show", "--format", "json"])
+        out, err = capsys.readouterr()
+        assert "database_retry" not in json.loads(out)["policies"]
+        assert (
+            "note: SAGE_RESILIENCE__DATABASE_RETRY__TIMEOUT set(s) policy "
+            "'database_retry', which no file declares: it applies when "
+            "code declares that policy\n"
+        ) == err
+
+    def test_validate_warns_when_one_call_can_trip(self, tmp_path, capsys):
+        """attempts >= failure_threshold: ok, plus a warning naming the key."""
+        path = tmp_path / "trip.yaml"
+        path.write_text(
+            "version: 1\npolicies:\n  api:\n    failure_threshold: 3\n"
+            "    retry: {attempts: 3}\n"
+        )
+        assert 0 == main(["config", "validate", str(path)])
+        out, err = capsys.readouterr()
+        assert f"{path}: ok\n" == out
+        assert (
+            f"warning: {path}: policies.api.retry.attempts: 3 >= "
+            "failure_threshold 3 (platform darwin): one call's retries can "
+            "open its own circuit for every caller; make failure_threshold "
+            "larger than attempts\n"
+        ) == err.splitlines(keepends=True)[0]
+
+    def test_the_shipped_file_has_no_warning(self, capsys):
+        """The shipped configuration validates without a warning."""
+        from sage_resilience._config import default_config_path  # noqa: PLC0415
+
+        assert 0 == main(["config", "validate", str(default_config_path())])
+        assert "" == capsys.readouterr().err
+
     def test_show_reports_a_bad_file(self, tmp_path, capsys):
         """An invalid file: exit 1, the error on stderr, nothing on stdout."""
         bad = tmp_path / "bad.yaml"
