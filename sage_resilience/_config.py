@@ -30,11 +30,14 @@ import math
 import os
 import platform as _platform
 import re
+import stat
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -99,6 +102,17 @@ _PLATFORM_ALIASES = {
 _SYSTEMS = {"Darwin": "darwin", "Linux": "linux", "Windows": "windows"}
 
 _MAX_NODES = 100_000  # guards against alias bombs ("billion laughs")
+#: Deepest nesting of YAML collections (PyYAML composes recursively).
+_MAX_DEPTH = 50
+#: Largest configuration file or text, in bytes (characters for text).
+MAX_CONFIG_BYTES = 1_000_000
+
+#: Upper bounds that keep every number usable by timers, sleeps and
+#: counters (30 days of seconds; a million calls; a thousand attempts).
+_MAX_SECONDS = 2_592_000
+_MAX_COUNT = 1_000_000
+_MAX_ATTEMPTS = 1_000
+_MAX_MULTIPLIER = 1_000
 
 
 # --------------------------------------------------------------------------
@@ -147,14 +161,22 @@ class BackoffConfig(_Model):
         "always initial (fixed), initial x n (linear), initial x fib(n) "
         "(fibonacci).",
     )
-    initial: float = Field(0.1, ge=0, description="First wait, seconds.")
-    multiplier: float = Field(
-        2.0, ge=1, description="Each wait is the previous one times this."
+    initial: float = Field(
+        0.1, ge=0, le=_MAX_SECONDS, description="First wait, seconds."
     )
-    max: float = Field(10.0, ge=0, description="Longest wait, seconds.")
+    multiplier: float = Field(
+        2.0,
+        ge=1,
+        le=_MAX_MULTIPLIER,
+        description="Each wait is the previous one times this.",
+    )
+    max: float = Field(
+        10.0, ge=0, le=_MAX_SECONDS, description="Longest wait, seconds."
+    )
     jitter: float = Field(
         0.1,
         ge=0,
+        le=_MAX_SECONDS,
         description="Up to this many seconds are added at random to each "
         "wait.",
     )
@@ -164,7 +186,10 @@ class RetryConfig(_Model):
     """Retries of counted failures (tenacity)."""
 
     attempts: int = Field(
-        1, ge=1, description="Every attempt, the first included; 1: no retry."
+        1,
+        ge=1,
+        le=_MAX_ATTEMPTS,
+        description="Every attempt, the first included; 1: no retry.",
     )
     backoff: BackoffConfig = Field(
         default_factory=BackoffConfig,  # type: ignore[arg-type]
@@ -178,6 +203,7 @@ class RetryConfig(_Model):
     deadline: float | None = Field(
         None,
         gt=0,
+        le=_MAX_SECONDS,
         description="Stop retrying once this many seconds have passed since "
         "the first attempt started.",
     )
@@ -193,16 +219,20 @@ class TripConfig(_Model):
         description="Open when at least this fraction of the window's calls "
         "failed; null: off.",
     )
-    window: float = Field(60.0, gt=0, description="Window length, seconds.")
+    window: float = Field(
+        60.0, gt=0, le=_MAX_SECONDS, description="Window length, seconds."
+    )
     minimum_calls: int = Field(
         20,
         ge=1,
+        le=_MAX_COUNT,
         description="Rates are judged only once the window holds this many "
         "calls.",
     )
     slow_call_duration: float | None = Field(
         None,
         gt=0,
+        le=_MAX_SECONDS,
         description="An attempt slower than this many seconds is slow.",
     )
     slow_call_rate: float | None = Field(
@@ -227,11 +257,13 @@ class RecoveryBackoffConfig(_Model):
     multiplier: float = Field(
         2.0,
         ge=1,
+        le=_MAX_MULTIPLIER,
         description="Each re-trip multiplies the open time by this.",
     )
     max: float = Field(
         600.0,
         gt=0,
+        le=_MAX_SECONDS,
         description="Longest open time, seconds; >= recovery_timeout.",
     )
 
@@ -246,7 +278,9 @@ class ChaosConfig(_Model):
         le=1,
         description="Fraction of calls replaced by a ChaosError.",
     )
-    latency: float = Field(0.0, ge=0, description="Injected delay, seconds.")
+    latency: float = Field(
+        0.0, ge=0, le=_MAX_SECONDS, description="Injected delay, seconds."
+    )
     latency_rate: float = Field(
         0.0, ge=0, le=1, description="Fraction of calls delayed."
     )
@@ -264,22 +298,33 @@ class PolicyConfig(_Model):
         "or null.",
     )
     failure_threshold: int = Field(
-        5, ge=1, description="Consecutive counted failures that open it."
+        5,
+        ge=1,
+        le=_MAX_COUNT,
+        description="Consecutive counted failures that open it.",
     )
     recovery_timeout: float = Field(
         60.0,
         gt=0,
+        le=_MAX_SECONDS,
         description="Seconds open before a half-open probe is allowed.",
     )
     success_threshold: int = Field(
-        1, ge=1, description="Probe successes that close it again."
+        1,
+        ge=1,
+        le=_MAX_COUNT,
+        description="Probe successes that close it again.",
     )
     half_open_max_calls: int = Field(
-        1, ge=1, description="Probes allowed at once while half-open."
+        1,
+        ge=1,
+        le=_MAX_COUNT,
+        description="Probes allowed at once while half-open.",
     )
     timeout: float | None = Field(
         None,
         gt=0,
+        le=_MAX_SECONDS,
         description="Seconds each async attempt may take; null: no limit.",
     )
     critical: bool = Field(
@@ -322,11 +367,13 @@ class PolicyConfig(_Model):
     max_concurrency: int | None = Field(
         None,
         ge=1,
+        le=_MAX_COUNT,
         description="Bulkhead: calls in flight at most; null: unlimited.",
     )
     max_wait: float = Field(
         0.0,
         ge=0,
+        le=_MAX_SECONDS,
         description="Seconds a call waits for a bulkhead slot before "
         "BulkheadFullError.",
     )
@@ -422,7 +469,60 @@ class StorageConfig(_Model):
         if self.backend == "redis" and not self.url:
             msg = "the redis backend needs a url"
             raise ValueError(msg)
+        problem = None
+        if self.backend == "sqlite" and self.path:
+            problem = _sqlite_path_problem(self.path)
+        elif self.backend == "redis" and self.url:
+            problem = _redis_url_problem(self.url)
+            if problem is None and not self.namespace.strip():
+                problem = "namespace must not be empty"
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+
+def _sqlite_path_problem(path: str) -> str | None:
+    """Why *path* cannot be the sqlite backend's database file, if so."""
+    if not path.strip():
+        return "path must name a file (got an empty path)"
+    if "\0" in path:
+        return "path must not hold a NUL character"
+    if Path(path).is_dir():
+        return f"path is a directory, not a database file (got {_show(path)})"
+    return None
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why *url* is not a Redis URL redis-py can use, if so.
+
+    Parsed with ``urllib.parse`` the way redis-py reads it; nothing is
+    imported or connected. Messages show the URL with its password hidden.
+    """
+    shown = _show(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"url is not a valid URL: bad host or port (got {shown})"
+    if parts.scheme not in _REDIS_SCHEMES:
+        return (
+            f"url must start with redis://, rediss:// or unix:// (got {shown})"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            return f"url must name the socket: unix:///path (got {shown})"
+        return None
+    if not parts.hostname:
+        return f"url must name a host: redis://host:6379/0 (got {shown})"
+    if port == 0:
+        return f"url must use a port 1-65535 (got {shown})"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"url must end with a database number, as /0 (got {shown})"
+    return None
 
 
 class ResilienceConfig(_Model):
@@ -554,10 +654,18 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = redact(value)
+        text = redact(value, limit=120)
         if len(text) > 60:
             text = text[:57] + "..."
         return repr(text)
+    if isinstance(value, int) and value.bit_length() > 64:
+        # Thousands of digits would drown the message (and Python refuses
+        # to print more than 4300).
+        try:
+            digits = len(str(abs(value)))
+        except ValueError:  # over Python's 4300-digit limit
+            digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"a number of about {digits} digits"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, dict):
@@ -784,6 +892,7 @@ class _LineLoader(yaml.SafeLoader):
         self.problems: list[ConfigError] = []
         self._active: set[int] = set()
         self._nodes = 0
+        self._depth = 0
 
     def load_document(self) -> Any:
         """Compose the single document and build it, or ``_EMPTY``."""
@@ -793,7 +902,30 @@ class _LineLoader(yaml.SafeLoader):
         self.lines[()] = node.start_mark.line + 1
         return self._build(node, ())
 
-    def _build(self, node: yaml.Node, path: _Path) -> Any:
+    def compose_node(
+        self, parent: yaml.Node | None, index: object
+    ) -> yaml.Node | None:
+        """Compose one node; refuse nesting deeper than ``_MAX_DEPTH``.
+
+        PyYAML composes (and later constructs) recursively: 5000 nested
+        brackets would end in a RecursionError, not a message.
+        """
+        if self._depth >= _MAX_DEPTH:
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            mark = event.start_mark
+            line = None if mark is None else mark.line + 1
+            raise ConfigError(
+                f"nested deeper than {_MAX_DEPTH} levels",
+                path=self.source,
+                line=line,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+
+    def _count(self, node: yaml.Node, path: _Path) -> None:
         self._nodes += 1
         if self._nodes > _MAX_NODES:
             raise ConfigError(
@@ -809,6 +941,55 @@ class _LineLoader(yaml.SafeLoader):
                 line=node.start_mark.line + 1,
                 key=_dotted(path) or None,
             )
+
+    def _charge(self, node: yaml.Node, path: _Path) -> None:
+        """Count a tagged collection as if its aliases were expanded.
+
+        PyYAML builds ``!!set``, ``!!omap``, ``!!pairs`` itself: counted
+        first, an alias bomb under such a tag cannot escape the count.
+        """
+        self._count(node, path)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if not children:
+            return
+        self._active.add(id(node))
+        try:
+            for child in children:
+                self._charge(child, path)
+        finally:
+            self._active.discard(id(node))
+
+    def _construct(self, node: yaml.Node, path: _Path) -> Any:
+        """PyYAML's own construction, any failure a ConfigError."""
+        if not isinstance(node, yaml.ScalarNode):
+            self._charge(node, path)
+        try:
+            value = self.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError:
+            raise
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise ConfigError(
+                _unreadable(node, exc),
+                path=self.source,
+                line=node.start_mark.line + 1,
+                key=_dotted(path) or None,
+            ) from exc
+        if isinstance(value, bytes):
+            # Nothing reads bytes, and config show could not print them.
+            raise ConfigError(
+                "binary data (!!binary) is not accepted; write text",
+                path=self.source,
+                line=node.start_mark.line + 1,
+                key=_dotted(path) or None,
+            )
+        return value
+
+    def _build(self, node: yaml.Node, path: _Path) -> Any:
+        self._count(node, path)
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
             self._active.add(id(node))
             try:
@@ -825,7 +1006,9 @@ class _LineLoader(yaml.SafeLoader):
                 return items
             finally:
                 self._active.discard(id(node))
-        return self.construct_object(node, deep=True)
+        if not isinstance(node, yaml.ScalarNode):
+            self._nodes -= 1  # counted again by _charge
+        return self._construct(node, path)
 
     def _build_mapping(
         self, node: yaml.MappingNode, path: _Path
@@ -834,7 +1017,7 @@ class _LineLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
-            key = self.construct_object(key_node, deep=True)
+            key = self._construct(key_node, path)
             if not isinstance(key, str):
                 continue
             line = key_node.start_mark.line + 1
@@ -852,7 +1035,7 @@ class _LineLoader(yaml.SafeLoader):
         self.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
+            key = self._construct(key_node, path)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str):
                 self.problems.append(
@@ -869,11 +1052,45 @@ class _LineLoader(yaml.SafeLoader):
         return result
 
 
+_TAG_WORDS = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:timestamp": "a date",
+    "tag:yaml.org,2002:binary": "base64 data",
+}
+
+
+def _unreadable(node: yaml.Node, exc: Exception) -> str:
+    """Why PyYAML could not build a value (``!!int abc``, 5000 digits)."""
+    what = _TAG_WORDS.get(node.tag, f"a {node.tag.rpartition(':')[2]}")
+    if isinstance(node, yaml.ScalarNode):
+        digits = sum(c.isdigit() for c in node.value[:10_000])
+        if "digits" in str(exc) and digits > sys.get_int_max_str_digits():
+            return (
+                f"an integer of {digits} digits is too long (at most "
+                f"{sys.get_int_max_str_digits()})"
+            )
+        return f"cannot be read as {what} (got {_show(node.value)})"
+    return f"cannot be read as {what}"
+
+
 def _parse_yaml(
     text: str, source: str
 ) -> tuple[Any, dict[_Path, int], list[ConfigError]]:
     """Parse one YAML document keeping lines; syntax errors raise."""
-    loader = _LineLoader(text, source)
+    try:
+        # The reader checks every character when it is built.
+        loader = _LineLoader(text, source)
+    except yaml.reader.ReaderError as exc:
+        char = exc.character
+        code = char if isinstance(char, int) else ord(char[:1] or "\0")
+        raise ConfigError(
+            f"invalid YAML: the control character U+{code:04X} is not "
+            "allowed (escape it in a double-quoted string)",
+            path=source,
+            line=text.count("\n", 0, exc.position) + 1,
+        ) from exc
     try:
         data = loader.load_document()
     except yaml.MarkedYAMLError as exc:
@@ -1053,6 +1270,12 @@ class _Reader:
 
 
 def _read_document(text: str, source: str) -> _Document:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"too large ({len(text):,} characters); a configuration holds "
+            f"at most {MAX_CONFIG_BYTES:,}",
+            path=source,
+        )
     data, lines, problems = _parse_yaml(text, source)
     if data is _EMPTY or data is None:
         raise ConfigError(
@@ -1433,20 +1656,75 @@ def _resolve(
     return config
 
 
-def _read_text(source: str) -> str:
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_a_file(mode: int) -> str | None:
+    """Why a file of *mode* is not read as a configuration, if it is not."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), None)
+    return f"is {kind or 'not a regular file'}, not a file"
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"too large ({size:,} bytes); a configuration file holds at most "
+        f"{MAX_CONFIG_BYTES:,}"
+    )
+
+
+def _read_bytes(source: str) -> bytes:
+    # Checked before reading: a FIFO would block for ever, /dev/zero would
+    # fill the memory. The file is opened without blocking and checked
+    # again, so nothing swapped in between is read either.
     try:
-        return Path(source).read_text(encoding="utf-8-sig")
+        problem = _not_a_file(Path(source).stat().st_mode)
+        if problem is not None:
+            raise ConfigError(problem, path=source)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(source, flags | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
         raise ConfigError("no such file", path=source) from exc
-    except IsADirectoryError as exc:
-        raise ConfigError("is a directory, not a file", path=source) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"not UTF-8 text (bad byte at offset {exc.start})", path=source
-        ) from exc
     except OSError as exc:
         raise ConfigError(
             f"cannot read the file: {exc.strerror or exc}", path=source
+        ) from exc
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        problem = _not_a_file(info.st_mode)
+        if problem is not None:
+            raise ConfigError(problem, path=source)
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(_too_large(info.st_size), path=source)
+        try:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the file: {exc.strerror or exc}", path=source
+            ) from exc
+    if len(data) > MAX_CONFIG_BYTES:  # it grew while being read
+        raise ConfigError(_too_large(len(data)), path=source)
+    return data
+
+
+def _read_text(source: str) -> str:
+    """The text of a configuration file: a regular, UTF-8 file of 1 MB."""
+    data = _read_bytes(source)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (bad byte at offset {exc.start})",
+            path=source,
+            line=data.count(b"\n", 0, exc.start) + 1,
         ) from exc
 
 

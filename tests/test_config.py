@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +14,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sage_resilience import _config
+from sage_resilience import _config, configure, policy
 from sage_resilience._config import (
     PolicyConfig,
     config_schema,
@@ -1277,14 +1281,14 @@ class TestErrors:
         assert f"{tmp_path}: is a directory, not a file" == str(info.value)
 
     def test_not_utf8(self, tmp_path):
-        """Bytes that are not UTF-8 are reported with their offset."""
+        """Bytes that are not UTF-8 are reported with their line and offset."""
         path = tmp_path / "latin1.yaml"
         path.write_bytes(b"version: 1\n# caf\xe9\n")
 
         with pytest.raises(ConfigError) as info:
             load_config(path, environ=NO_ENV)
 
-        assert f"{path}: not UTF-8 text (bad byte at offset 16)" == str(
+        assert f"{path}:2: not UTF-8 text (bad byte at offset 16)" == str(
             info.value
         )
 
@@ -1532,3 +1536,447 @@ class TestFiniteNumbers:
         )
         assert "SAGE_RESILIENCE__API__TIMEOUT" == error.key
         assert "must be a finite number" in error.problem
+
+
+# -- issue 11: numbers, hostile files, exception names, storage, staging -------
+
+BOUNDED_FIELDS = [
+    ("timeout: X", "timeout", 2_592_000),
+    ("recovery_timeout: X", "recovery_timeout", 2_592_000),
+    ("max_wait: X", "max_wait", 2_592_000),
+    ("failure_threshold: X", "failure_threshold", 1_000_000),
+    ("success_threshold: X", "success_threshold", 1_000_000),
+    ("half_open_max_calls: X", "half_open_max_calls", 1_000_000),
+    ("max_concurrency: X", "max_concurrency", 1_000_000),
+    ("retry: {attempts: X}", "retry.attempts", 1_000),
+    ("retry: {deadline: X}", "retry.deadline", 2_592_000),
+    ("retry: {backoff: {initial: X}}", "retry.backoff.initial", 2_592_000),
+    ("retry: {backoff: {max: X}}", "retry.backoff.max", 2_592_000),
+    ("retry: {backoff: {jitter: X}}", "retry.backoff.jitter", 2_592_000),
+    ("retry: {backoff: {multiplier: X}}", "retry.backoff.multiplier", 1_000),
+    ("trip: {window: X}", "trip.window", 2_592_000),
+    ("trip: {minimum_calls: X}", "trip.minimum_calls", 1_000_000),
+    (
+        "trip: {slow_call_duration: X}",
+        "trip.slow_call_duration",
+        2_592_000,
+    ),
+    ("recovery_backoff: {max: X}", "recovery_backoff.max", 2_592_000),
+    (
+        "recovery_backoff: {multiplier: X}",
+        "recovery_backoff.multiplier",
+        1_000,
+    ),
+    ("chaos: {latency: X}", "chaos.latency", 2_592_000),
+]
+
+
+def policy_text(body: str) -> str:
+    return f"version: 1\npolicies:\n  a:\n    {body}\n"
+
+
+class TestNumberRanges:
+    @pytest.mark.parametrize(("body", "dotted", "cap"), BOUNDED_FIELDS)
+    def test_above_the_bound_is_rejected(self, body, dotted, cap):
+        """Every number has an upper bound (timers overflow past them)."""
+        error = error_of(policy_text(body.replace("X", str(cap + 1))))
+
+        assert f"policies.a.{dotted}" == error.key
+        assert f"must be <= {cap} (got {cap + 1})" == error.problem
+        assert 4 == error.line
+
+    @pytest.mark.parametrize(("body", "dotted", "cap"), BOUNDED_FIELDS)
+    def test_the_bound_itself_is_accepted(self, body, dotted, cap):
+        """The bound is inclusive."""
+        config = load_text(policy_text(body.replace("X", str(cap))))
+
+        assert cap == resolved(config.policies["a"], dotted)
+
+    def test_huge_float_is_rejected(self):
+        """1.0e+300 seconds is finite but not a usable timeout."""
+        error = error_of(policy_text("timeout: 1.0e+300"))
+
+        assert "must be <= 2592000 (got 1e+300)" == error.problem
+
+    def test_a_4000_digit_int_is_not_printed(self):
+        """A giant integer is described, not quoted digit by digit."""
+        error = error_of(policy_text("failure_threshold: " + "9" * 4000))
+
+        assert (
+            "must be <= 1000000 (got a number of about 4000 digits)"
+            == error.problem
+        )
+
+    def test_bounds_are_in_the_schema(self):
+        """The JSON Schema states the maxima too."""
+        props = config_schema()["$defs"]["PolicyConfig"]["properties"]
+
+        assert 2_592_000 == props["recovery_timeout"]["maximum"]
+
+
+def assert_located(error: ConfigError, line: int, key: str | None) -> None:
+    """The error names the file, the line and (where known) the key."""
+    assert "resilience.yaml" == error.path
+    assert line == error.line
+    assert key == error.key
+
+
+def bomb(tag: str) -> str:
+    """A billion laughs whose every level is written under *tag*."""
+    if tag == "seq":
+        levels = ["  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+        levels += [
+            f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]"
+            for i in range(1, 9)
+        ]
+    else:
+        levels = [f"  l0: &l0 !!{tag} [a: 1, b: 2, c: 3, d: 4, e: 5]"]
+        levels += [
+            f"  l{i}: &l{i} !!{tag} ["
+            + ", ".join(f"k{j}: *l{i - 1}" for j in range(10))
+            + "]"
+            for i in range(1, 9)
+        ]
+    return (
+        "version: 1\ndefaults:\n  settings:\n"
+        + "\n".join("  " + lv for lv in levels)
+        + "\npolicies:\n  a:\n    settings:\n      x: *l8\n"
+    )
+
+
+HOSTILE = {
+    "nul byte": ("version: 1\npolicies:\n  a: {timeout: 1}\x00\n", 3, None),
+    "5000-digit int": (
+        policy_text("failure_threshold: " + "9" * 5000),
+        4,
+        "policies.a.failure_threshold",
+    ),
+    "!!int abc": (
+        policy_text("failure_threshold: !!int abc"),
+        4,
+        "policies.a.failure_threshold",
+    ),
+    "!!float abc": (
+        policy_text("timeout: !!float abc"),
+        4,
+        "policies.a.timeout",
+    ),
+    "bad date": (
+        policy_text("settings: {since: 2024-99-99}"),
+        4,
+        "policies.a.settings.since",
+    ),
+    "!!binary": (
+        policy_text("settings: {blob: !!binary //79}"),
+        4,
+        "policies.a.settings.blob",
+    ),
+    "5000-deep list": (
+        policy_text("settings: {x: " + "[" * 5000 + "]" * 5000 + "}"),
+        4,
+        None,
+    ),
+    "5000-deep mapping": (
+        policy_text("settings: {x: " + "{a: " * 5000 + "1" + "}" * 5000 + "}"),
+        4,
+        None,
+    ),
+    "recursive !!pairs": (
+        policy_text("settings: {x: &r !!pairs [a: *r]}"),
+        4,
+        "policies.a.settings.x",
+    ),
+}
+
+
+class TestHostileFiles:
+    @pytest.mark.parametrize("case", sorted(HOSTILE))
+    def test_a_config_error_with_file_line_key(self, case):
+        """Each hostile document is a ConfigError naming file, line, key."""
+        text, line, key = HOSTILE[case]
+
+        error = error_of(text)
+
+        assert_located(error, line, key)
+
+    @pytest.mark.parametrize("tag", ["seq", "pairs", "omap"])
+    def test_alias_bombs_under_any_tag(self, tag):
+        """A billion laughs is refused whatever tag its levels carry."""
+        error = error_of(bomb(tag))
+
+        assert error.problem.startswith("the document is too large")
+        assert "resilience.yaml" == error.path
+        assert error.line is not None
+
+    def test_a_set_cannot_hold_one(self):
+        """!!set members must be scalars, so no bomb fits under it."""
+        error = error_of(policy_text("settings: {x: !!set {? [1, 2]}}"))
+
+        assert "invalid YAML: found unhashable key" == error.problem
+        assert 4 == error.line
+
+    def test_messages(self):
+        """The wording says what is wrong, not Python's internals."""
+        assert (
+            "an integer of 5000 digits is too long (at most 4300)"
+            == error_of(HOSTILE["5000-digit int"][0]).problem
+        )
+        assert (
+            "cannot be read as an integer (got 'abc')"
+            == error_of(HOSTILE["!!int abc"][0]).problem
+        )
+        assert (
+            "invalid YAML: the control character U+0000 is not allowed "
+            "(escape it in a double-quoted string)"
+            == error_of(HOSTILE["nul byte"][0]).problem
+        )
+        assert (
+            "nested deeper than 50 levels"
+            == error_of(HOSTILE["5000-deep list"][0]).problem
+        )
+
+    def test_from_the_environment(self):
+        """Env values go through the same guards, named by the variable."""
+        for raw in ("!!int abc", "[" * 5000, "9" * 5000):
+            error = error_of(
+                SMALL, environ={"SAGE_RESILIENCE__API__TIMEOUT": raw}
+            )
+            assert "SAGE_RESILIENCE__API__TIMEOUT" == error.key
+
+    def test_text_over_the_size_limit(self):
+        """load_config_text refuses more than 1 MB of text at once."""
+        error = error_of("version: 1\n#" + "x" * _config.MAX_CONFIG_BYTES)
+
+        assert error.problem.startswith("too large")
+
+
+CHILD_READ = """
+import sys
+from sage_resilience._config import load_config
+from sage_resilience.exceptions import ConfigError
+try:
+    load_config(sys.argv[1], environ={})
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+CHILD_VALIDATE = """
+import sys
+from sage_resilience._config import validate_files
+[(_, error)] = validate_files([sys.argv[1]])
+print(error)
+"""
+
+CHILD_RELOAD = """
+import sys
+from structlog.testing import capture_logs
+from sage_resilience import configure, policy
+from sage_resilience.exceptions import ConfigError
+configure(sys.argv[1])
+with capture_logs() as logs:
+    try:
+        configure(sys.argv[2])
+    except ConfigError:
+        pass
+[failed] = [e for e in logs if e["event"] == "config_reload_failed"]
+print(policy("a").config.failure_threshold, failed["event"], failed["error"])
+"""
+
+
+def run_child(script: str, *args: str) -> str:
+    """Run *script* in a child with a timeout and 2 GB of memory at most.
+
+    A regression (a read that blocks, or fills the memory) fails the test
+    instead of hanging the suite or the machine.
+    """
+    limit = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", limit + script, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr[-1000:]
+    return done.stdout.strip()
+
+
+def read_in_child(path: str) -> str:
+    """Load *path* in a child; the ConfigError it printed."""
+    return run_child(CHILD_READ, path)
+
+
+class TestFileChecks:
+    def test_fifo_is_refused_at_once(self, tmp_path):
+        """A FIFO is a ConfigError at once (reading it blocked for ever)."""
+        fifo = tmp_path / "resilience.yaml"
+        os.mkfifo(fifo)
+
+        assert f"{fifo}: is a FIFO, not a file" == read_in_child(str(fifo))
+
+    def test_dev_zero_is_refused_at_once(self):
+        """/dev/zero is a ConfigError (reading it ran out of memory)."""
+        assert "/dev/zero: is a character device, not a file" == (
+            read_in_child("/dev/zero")
+        )
+
+    def test_socket_is_refused(self, tmp_path):
+        """A Unix socket path is named as such."""
+        path = tmp_path / "s.yaml"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+            with pytest.raises(ConfigError) as info:
+                load_config(path, environ=NO_ENV)
+
+        assert f"{path}: is a socket, not a file" == str(info.value)
+
+    def test_file_over_one_megabyte(self, tmp_path):
+        """A file over 1 MB is refused before it is read."""
+        path = tmp_path / "big.yaml"
+        path.write_text("version: 1\n#" + "x" * _config.MAX_CONFIG_BYTES)
+
+        with pytest.raises(ConfigError) as info:
+            load_config(path, environ=NO_ENV)
+
+        assert (
+            f"{path}: too large (1,000,012 bytes); a configuration file holds "
+            "at most 1,000,000"
+        ) == str(info.value)
+
+    def test_validate_files_reports_it(self, tmp_path):
+        """config validate reports a FIFO as a finding, not a hang."""
+        fifo = tmp_path / "f.yaml"
+        os.mkfifo(fifo)
+
+        assert f"{fifo}: is a FIFO, not a file" == (
+            run_child(CHILD_VALIDATE, str(fifo))
+        )
+
+
+GOOD = "version: 1\npolicies:\n  a: {failure_threshold: 2}\n"
+
+
+class TestReloads:
+    @pytest.mark.parametrize("case", sorted(HOSTILE))
+    def test_rejected_reload_keeps_the_old_config(
+        self, case, tmp_path, events
+    ):
+        """A hostile file on reload: ConfigError, old config, event logged."""
+        good = tmp_path / "good.yaml"
+        good.write_text(GOOD)
+        configure(good)
+        bad = tmp_path / "resilience.yaml"
+        bad.write_text(HOSTILE[case][0])
+
+        with pytest.raises(ConfigError) as info:
+            configure(bad)
+
+        assert 2 == policy("a").config.failure_threshold
+        [failed] = [e for e in events if e["event"] == "config_reload_failed"]
+        assert (str(bad), str(info.value)) == (failed["path"], failed["error"])
+
+    def test_fifo_on_reload(self, tmp_path):
+        """Reloading from a FIFO fails at once and keeps the old config."""
+        good = tmp_path / "good.yaml"
+        good.write_text(GOOD)
+        fifo = tmp_path / "fifo.yaml"
+        os.mkfifo(fifo)
+
+        out = run_child(CHILD_RELOAD, str(good), str(fifo))
+
+        assert f"2 config_reload_failed {fifo}: is a FIFO, not a file" == out
+
+
+class TestStorageValidation:
+    @pytest.mark.parametrize(
+        ("storage", "key", "problem"),
+        [
+            (
+                "{backend: redis, url: 'http://h:6379'}",
+                "storage.url",
+                (
+                    "must start with redis://, rediss:// or unix:// "
+                    "(got 'http://h:6379')"
+                ),
+            ),
+            (
+                "{backend: redis, url: 'redis://:pa/ss@h:99999/0'}",
+                "storage.url",
+                (
+                    "is not a valid URL: bad host or port "
+                    "(got 'redis://:***@h:99999/0')"
+                ),
+            ),
+            (
+                "{backend: redis, url: 'redis://'}",
+                "storage.url",
+                "must name a host: redis://host:6379/0 (got 'redis://')",
+            ),
+            (
+                "{backend: redis, url: 'redis://h/zero'}",
+                "storage.url",
+                (
+                    "must end with a database number, as /0 "
+                    "(got 'redis://h/zero')"
+                ),
+            ),
+            (
+                "{backend: redis, url: 'unix://'}",
+                "storage.url",
+                "must name the socket: unix:///path (got 'unix://')",
+            ),
+            (
+                "{backend: redis, url: 'redis://h', namespace: ''}",
+                "storage.namespace",
+                "must not be empty",
+            ),
+            (
+                "{backend: sqlite, path: ' '}",
+                "storage.path",
+                "must name a file (got an empty path)",
+            ),
+            (
+                '{backend: sqlite, path: "a\\0b.db"}',
+                "storage.path",
+                "must not hold a NUL character",
+            ),
+        ],
+    )
+    def test_invalid(self, storage, key, problem):
+        """Unusable storage locations are ConfigErrors, passwords hidden."""
+        error = error_of(f"version: 1\nstorage: {storage}\n")
+
+        assert (key, problem) == (error.key, error.problem)
+        assert 2 == error.line
+
+    def test_sqlite_directory(self, tmp_path):
+        """A directory is not a database file."""
+        error = error_of(
+            f"version: 1\nstorage: {{backend: sqlite, path: '{tmp_path}'}}\n"
+        )
+
+        assert (
+            f"is a directory, not a database file (got '{tmp_path}')"
+            == error.problem
+        )
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "redis://127.0.0.1:6379/0",
+            "rediss://user:pw@cache.example:6380",
+            "unix:///run/redis.sock",
+            "redis://[::1]:6379",
+        ],
+    )
+    def test_valid_urls(self, url):
+        """Ordinary Redis URLs load."""
+        config = load_text(
+            f"version: 1\nstorage: {{backend: redis, url: '{url}'}}\n"
+        )
+
+        assert url == config.storage.url
