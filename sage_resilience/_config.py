@@ -53,6 +53,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
 
+from sage_resilience._classify import lookup_exception
 from sage_resilience._redact import redact, redact_mapping
 from sage_resilience.exceptions import ConfigError
 
@@ -387,11 +388,14 @@ class PolicyConfig(_Model):
     def _dotted_class_names(
         cls, value: tuple[str, ...] | None
     ) -> tuple[str, ...] | None:
-        # Only the syntax is checked here: importing happens in the engine,
-        # where optional dependencies may legitimately be missing.
+        # Nothing is imported: a name whose module is already imported is
+        # checked against it; others are recognised once they are.
         for index, name in enumerate(value or ()):
             parts = name.split(".")
             if len(parts) >= 2 and all(p.isidentifier() for p in parts):
+                _, problem = lookup_exception(name)
+                if problem is not None:
+                    raise _problem(problem, index)
                 continue
             hint = (
                 f"; write 'builtins.{name}' for a built-in exception"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -1889,6 +1890,117 @@ class TestReloads:
         out = run_child(CHILD_RELOAD, str(good), str(fifo))
 
         assert f"2 config_reload_failed {fifo}: is a FIFO, not a file" == out
+
+
+STATUS_WITH_THIS = """\
+version: 1
+policies:
+  a:
+    ignore_exceptions: [this.Zen]
+    record_exceptions: [antigravity.Fly]
+"""
+
+
+class TestExceptionNames:
+    def test_modules_are_never_imported(self, tmp_path):
+        """`this.X` is not imported: status --json stays clean JSON."""
+        path = tmp_path / "r.yaml"
+        path.write_text(STATUS_WITH_THIS)
+        script = (
+            "import sys\n"
+            "from sage_resilience.cli import main\n"
+            "code = main(['status', '--json', '--config', sys.argv[1]])\n"
+            "assert 'this' not in sys.modules, 'this was imported'\n"
+            "assert 'antigravity' not in sys.modules\n"
+            "raise SystemExit(code)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 0 == done.returncode, done.stderr[-1000:]
+        assert ["a"] == list(json.loads(done.stdout))
+
+    def test_recognised_once_imported(self, tmp_path, monkeypatch):
+        """A class from a module imported after configure() is recognised."""
+        module = "sage_test_late_errors"
+        (tmp_path / f"{module}.py").write_text(
+            "class Gone(Exception):\n    pass\nclass Later(Gone):\n    pass\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        configure(
+            load_text(
+                f"version: 1\npolicies:\n  a:\n    failure_threshold: 1\n"
+                f"    ignore_exceptions: [{module}.Gone]\n"
+            )
+        )
+        assert module not in sys.modules
+        late = importlib.import_module(module)
+        monkeypatch.delitem(sys.modules, module)
+        monkeypatch.setitem(sys.modules, module, late)
+
+        def fail() -> None:
+            raise late.Later
+
+        with pytest.raises(late.Later):
+            policy("a").call(fail)
+
+        assert "closed" == policy("a").state  # ignored: the subclass too
+
+    def test_recognised_by_name_before_import(self, tmp_path, monkeypatch):
+        """Before its module is imported, an instance is known by name."""
+        module = "sage_test_unimported"
+        (tmp_path / f"{module}.py").write_text("raise SystemExit('ran')\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        configure(
+            load_text(
+                f"version: 1\npolicies:\n  a:\n    failure_threshold: 1\n"
+                f"    ignore_exceptions: [{module}.Gone]\n"
+            )
+        )
+        gone = type("Gone", (Exception,), {"__module__": module})
+
+        def fail() -> None:
+            raise gone
+
+        with pytest.raises(gone):
+            policy("a").call(fail)
+
+        assert "closed" == policy("a").state
+        assert module not in sys.modules
+
+    @pytest.mark.parametrize(
+        ("name", "problem"),
+        [
+            (
+                "nowhere_at_all.Missing",
+                (
+                    "cannot import 'nowhere_at_all.Missing': no module named "
+                    "'nowhere_at_all'"
+                ),
+            ),
+            (
+                "builtins.NoSuchError",
+                (
+                    "cannot import 'builtins.NoSuchError': 'builtins' has no "
+                    "'NoSuchError'"
+                ),
+            ),
+            ("builtins.len", "'builtins.len' is not an exception class"),
+        ],
+    )
+    def test_wrong_names_at_load_time(self, name, problem):
+        """A name that cannot be an exception fails the load, located."""
+        error = error_of(
+            policy_text(f"record_exceptions: [builtins.KeyError, {name}]")
+        )
+
+        assert_located(error, 4, "policies.a.record_exceptions[1]")
+        assert problem == error.problem
 
 
 class TestStorageValidation:
