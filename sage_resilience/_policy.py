@@ -295,8 +295,9 @@ class _Settings:
             and previous.bulkhead is not None
             and previous.bulkhead.limit == config.max_concurrency
         ):
+            # Shared with the live settings: its max_wait changes only when
+            # these settings are committed (a rejected reload changes nothing).
             self.bulkhead = previous.bulkhead
-            self.bulkhead.max_wait = config.max_wait
         else:
             self.bulkhead = _Bulkhead(config.max_concurrency, config.max_wait)
         extras = self.chaos or self.bulkhead or self.deadline
@@ -381,6 +382,8 @@ class Policy:
 
     def _commit(self, settings: _Settings, platform: str) -> None:
         previous_chaos = self._s.chaos
+        if settings.bulkhead is not None:
+            settings.bulkhead.max_wait = settings.config.max_wait
         self._record = settings.record
         self._s = settings
         self._gate.platform = platform

@@ -9,15 +9,17 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sage_resilience import _config, configure, policy
+from sage_resilience import BulkheadFullError, _config, configure, policy
 from sage_resilience._config import (
     PolicyConfig,
+    ResilienceConfig,
     config_schema,
     default_config_path,
     detect_platform,
@@ -1890,6 +1892,61 @@ class TestReloads:
         out = run_child(CHILD_RELOAD, str(good), str(fifo))
 
         assert f"2 config_reload_failed {fifo}: is a FIFO, not a file" == out
+
+
+def bulkhead_config(max_wait: float) -> PolicyConfig:
+    return PolicyConfig(max_concurrency=1, max_wait=max_wait)
+
+
+def second_call_while_first_holds_the_slot(name: str) -> str:
+    """Hold the slot for 1 s in a thread; what a second call gets."""
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=policy(name).call, args=(hold,))
+    holder.start()
+    holding.wait(10)
+    timer = threading.Timer(1.0, release.set)
+    timer.start()
+    try:
+        policy(name).call(lambda: None)
+    except BulkheadFullError:
+        return "refused"
+    finally:
+        release.set()
+        holder.join(10)
+        timer.cancel()
+    return "admitted"
+
+
+class TestStagingNeverMutates:
+    def test_a_rejected_reload_leaves_the_bulkhead_alone(self):
+        """A reload rejected after staging does not change max_wait."""
+        configure(ResilienceConfig(policies={"a": bulkhead_config(0)}))
+        broken = PolicyConfig().model_copy(
+            update={"ignore_exceptions": ("builtins.NoSuchError",)}
+        )
+
+        with pytest.raises(ConfigError):
+            configure(
+                ResilienceConfig(
+                    policies={"a": bulkhead_config(30), "b": broken}
+                )
+            )
+
+        assert 0 == policy("a").config.max_wait
+        assert "refused" == second_call_while_first_holds_the_slot("a")
+
+    def test_an_accepted_reload_applies_max_wait(self):
+        """The new max_wait applies once the reload is committed."""
+        configure(ResilienceConfig(policies={"a": bulkhead_config(0)}))
+        configure(ResilienceConfig(policies={"a": bulkhead_config(30)}))
+
+        assert "admitted" == second_call_while_first_holds_the_slot("a")
 
 
 STATUS_WITH_THIS = """\
