@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
+from sage_resilience._classify import retry_after_of
 from sage_resilience._events import StateChange, iso, logger
 from sage_resilience._redact import redact
 from sage_resilience._storage import _ms, _on_event_loop
@@ -84,6 +85,9 @@ _PROBE: Final = 1
 
 _RATE_BUCKETS: Final = 60
 
+
+#: Openings whose failure may carry a Retry-After worth honouring.
+_ASKABLE = frozenset({"consecutive_failures", "probe_failed", "failure_rate"})
 
 #: How many counted-failure times a gate keeps.
 _FAILURE_TIMES = 256
@@ -249,6 +253,10 @@ class Gate:
         # Adaptive open time (recovery_backoff).
         self._closed_at: float | None = None
         self.current_recovery_timeout = config.recovery_timeout
+        # Retry-After of the last counted failure: how long the provider
+        # asked to be left alone, if it did (consumed by the next opening).
+        self._asked: float | None = None
+        self._open_for: float | None = None
         self.window: SlidingWindow | None = None
 
         # Shared storage: the store's view being adopted, whether the
@@ -579,6 +587,7 @@ class Gate:
             self.last_failure = describe_failure(exc)
             self.last_cause = cause
             self._refusal_info = None
+            self._asked = retry_after_of(exc)
             if not self._current(ticket):
                 return  # late: the circuit has moved on without it
             self._clean = False
@@ -847,23 +856,36 @@ class Gate:
                 last_cause=self.last_cause,
                 rejected_while_open=rejected,
                 platform=self.platform,
+                open_for=self._open_for if new == OPEN else None,
             )
         )
 
     def _grow_recovery_timeout(
         self, old: str, now: float, reason: str
     ) -> None:
+        asked = self._asked is not None and reason in _ASKABLE
         self.current_recovery_timeout = self._next_recovery_timeout(
             old, now, reason
         )
+        self._open_for = self.current_recovery_timeout if asked else None
+        self._asked = None
         self.breaker.reset_timeout = self.current_recovery_timeout
 
     def _next_recovery_timeout(
         self, old: str, now: float, reason: str
     ) -> float:
-        """How long the circuit would stay open if it opened now."""
+        """How long the circuit would stay open if it opened now.
+
+        A failure that carried ``Retry-After`` keeps it open as long as the
+        provider asked, capped at ``max(recovery_timeout,
+        recovery_backoff.max)``.
+        """
         backoff = self.config.recovery_backoff
         base = self.config.recovery_timeout
+        asked = self._asked
+        if asked is not None and reason in _ASKABLE:
+            cap = max(base, backoff.max) if backoff is not None else base
+            return max(0.0, min(asked, cap))
         if backoff is None or reason == "forced":
             return base
         stable = base * backoff.multiplier

@@ -205,3 +205,55 @@ class TestConfig:
         assert message.startswith("b.yaml:5: policies.api.recovery_backoff")
         assert problem in message
         assert key in message
+
+
+def _status_error(status: int, retry_after: str | None):
+    import httpx  # noqa: PLC0415
+
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    response = httpx.Response(status, request=request, headers=headers)
+    return httpx.HTTPStatusError("busy", request=request, response=response)
+
+
+class TestRetryAfterOpensForAsLong:
+    @pytest.mark.parametrize(
+        ("settings", "retry_after", "expected"),
+        [
+            ({"recovery_timeout": 120}, "1", 1.0),
+            ({"recovery_timeout": 120}, "999", 120.0),
+            (
+                {
+                    "recovery_timeout": 120,
+                    "recovery_backoff": {"multiplier": 2, "max": 600},
+                },
+                "999",
+                600.0,
+            ),
+            ({"recovery_timeout": 30}, None, 30.0),
+        ],
+    )
+    async def test_open_time_follows_the_provider(
+        self, events, settings, retry_after, expected
+    ):
+        """A 429 with Retry-After opens for that long, capped; else as set."""
+        p = make_policy(failure_threshold=1, **settings)
+
+        async def call() -> None:
+            raise _status_error(429, retry_after)
+
+        with pytest.raises(Exception):  # noqa: B017 - the 429 itself
+            await p.acall(call)
+        assert "open" == p.state
+        assert expected == p.status()["current_recovery_timeout"]
+        assert p.status()["retry_after"] <= expected
+        opened = [
+            e
+            for e in named(events, "circuit_state_changed")
+            if e["new_state"] == "open"
+        ]
+        assert "consecutive_failures" == opened[0]["reason"]
+        if retry_after is None:
+            assert "open_for" not in opened[0]
+        else:
+            assert expected == opened[0]["open_for"]
