@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import openai
 import pytest
 from sage_resilience import CircuitOpenError, configure, policy
 from sage_resilience._config import load_config_text
 from sage_resilience.openai import openai_client, sync_openai_client
 from tests.support.http_servers import Response, StandInServer
-
-import openai
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
