@@ -253,6 +253,33 @@ class TestCircuit:
             assert 200 == (await c.get("/v1/models")).status_code
         assert ("closed", 2) == (p.state, server.hits["/v1/models"])
 
+    async def test_retry_after_of_the_opening_answer_is_the_open_time(
+        self, lib, server, events
+    ):
+        """429 Retry-After: 1 opens siliconflow_api for 1 s, not 120 s."""
+        clock = Clock()
+        p = with_clock(
+            make_policy(
+                "api",
+                failure_threshold=3,
+                recovery_timeout=120,
+                retry={"attempts": 3, "backoff": {"max": 20}},
+            ),
+            clock,
+        )
+        server.script("/v1/chat", Response(429, headers={"Retry-After": "1"}))
+        async with client(lib, p, server) as c:
+            assert 429 == (await c.get("/v1/chat")).status_code
+            assert ("open", 1.0) == (
+                p.state,
+                p.status()["current_recovery_timeout"],
+            )
+            clock.advance(1.01)
+            server.script("/v1/chat", Response(200))
+            assert 200 == (await c.get("/v1/chat")).status_code
+        [opened, _, closed] = named(events, "circuit_state_changed")
+        assert (1.0, "closed") == (opened["open_for"], closed["new_state"])
+
     async def test_registry_policy_by_name(self, lib, server):
         """A transport given a name uses the registry's policy."""
         configure(

@@ -229,6 +229,37 @@ class TestVerdicts:
                 await ask(client)
         assert (3, 3) == (server.hits[CHAT], p.status()["failures"])
 
+    async def test_a_429_that_opens_keeps_it_open_as_asked(self, server):
+        """Retry-After: 1 on the opening answer: open 1 s, not 120 s."""
+        p = llm(server, failure_threshold=3, recovery_timeout=120)
+        server.script(
+            CHAT, provider_error(429, "TPM", headers={"Retry-After": "1"})
+        )
+        async with openai_client(p) as client:
+            with pytest.raises(openai.RateLimitError):
+                await ask(client)
+        assert ("open", 1.0) == (
+            p.state,
+            p.status()["current_recovery_timeout"],
+        )
+
+    async def test_under_a_decorator_the_sdk_error_sets_it_too(self, server):
+        """@policy around the SDK: its RateLimitError's Retry-After counts."""
+        p = llm(server, failure_threshold=1, recovery_timeout=120)
+        server.script(
+            CHAT, provider_error(429, "TPM", headers={"Retry-After": "4"})
+        )
+        async with openai.AsyncOpenAI(
+            base_url=server.url + "/v1", api_key=KEY, max_retries=0
+        ) as client:
+            with pytest.raises(CircuitOpenError) as refused:
+                await p.acall(ask, client)
+        assert isinstance(refused.value.__cause__, openai.RateLimitError)
+        assert (4.0, 1) == (
+            p.status()["current_recovery_timeout"],
+            server.hits[CHAT],
+        )
+
     async def test_unavailable_opens_then_refuses_at_once(self, server):
         """503s open the circuit; then the SDK call is refused unsent."""
         p = llm(server, failure_threshold=3)
