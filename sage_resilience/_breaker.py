@@ -86,9 +86,6 @@ _PROBE: Final = 1
 _RATE_BUCKETS: Final = 60
 
 
-#: Openings whose failure may carry a Retry-After worth honouring.
-_ASKABLE = frozenset({"consecutive_failures", "probe_failed", "failure_rate"})
-
 #: How many counted-failure times a gate keeps.
 _FAILURE_TIMES = 256
 
@@ -253,10 +250,10 @@ class Gate:
         # Adaptive open time (recovery_backoff).
         self._closed_at: float | None = None
         self.current_recovery_timeout = config.recovery_timeout
-        # Retry-After of the last counted failure: how long the provider
-        # asked to be left alone, if it did (consumed by the next opening).
+        # The open time recovery_backoff plans, before a Retry-After.
+        self._backoff_timeout = config.recovery_timeout
+        # The Retry-After of the failure being recorded (it may open).
         self._asked: float | None = None
-        self._open_for: float | None = None
         self.window: SlidingWindow | None = None
 
         # Shared storage: the store's view being adopted, whether the
@@ -313,6 +310,7 @@ class Gate:
                 or (self.window is None and config.trip is not None)
             ):
                 self.current_recovery_timeout = config.recovery_timeout
+                self._backoff_timeout = config.recovery_timeout
             self.breaker.reset_timeout = self.current_recovery_timeout
             if self._state == OPEN and self._opened_at is not None:
                 self._probe_at = (
@@ -580,6 +578,7 @@ class Gate:
     ) -> None:
         """Record a counted failure of an admitted call."""
         now = self._clock()
+        asked = retry_after_of(exc)
         with self._lock:
             self.failures += 1
             self._recent.append(now)
@@ -587,10 +586,12 @@ class Gate:
             self.last_failure = describe_failure(exc)
             self.last_cause = cause
             self._refusal_info = None
-            self._asked = retry_after_of(exc)
             if not self._current(ticket):
                 return  # late: the circuit has moved on without it
             self._clean = False
+            # Should this failure open the circuit, it stays open as long
+            # as the answer asked (Retry-After); see _open_time().
+            self._asked = asked
             shared = self._live()
             token = None
             if ticket & _PROBE:
@@ -605,8 +606,11 @@ class Gate:
                     exc,
                     now,
                     threshold=self.config.failure_threshold,
-                    open_for=self._next_recovery_timeout(
-                        CLOSED, now, "consecutive_failures"
+                    open_for=self._open_time(
+                        self._next_recovery_timeout(
+                            CLOSED, now, "consecutive_failures"
+                        ),
+                        "consecutive_failures",
                     ),
                     generation=self._generation,
                 )
@@ -627,6 +631,7 @@ class Gate:
                 self._reason = self._window_reason
                 self.breaker.open()
                 tripped = True
+            self._asked = None
             events = self._take_events()
             if shared is not None and token is not None:
                 shared.push_verdict(
@@ -781,6 +786,7 @@ class Gate:
             self._rate.clear()
             self.last_failure = self.last_cause = None
             self.current_recovery_timeout = self.config.recovery_timeout
+            self._backoff_timeout = self.config.recovery_timeout
             self.breaker.reset_timeout = self.current_recovery_timeout
             self._closed_at = None
             if self.window is not None:
@@ -856,36 +862,43 @@ class Gate:
                 last_cause=self.last_cause,
                 rejected_while_open=rejected,
                 platform=self.platform,
-                open_for=self._open_for if new == OPEN else None,
+                open_for=self.current_recovery_timeout
+                if new == OPEN and not self._forced
+                else None,
             )
         )
 
     def _grow_recovery_timeout(
         self, old: str, now: float, reason: str
     ) -> None:
-        asked = self._asked is not None and reason in _ASKABLE
-        self.current_recovery_timeout = self._next_recovery_timeout(
-            old, now, reason
+        self._backoff_timeout = self._next_recovery_timeout(old, now, reason)
+        self.current_recovery_timeout = self._open_time(
+            self._backoff_timeout, reason
         )
-        self._open_for = self.current_recovery_timeout if asked else None
-        self._asked = None
         self.breaker.reset_timeout = self.current_recovery_timeout
+
+    def _open_time(self, planned: float, reason: str) -> float:
+        """How long to stay open: what the provider asked, else *planned*.
+
+        The failure that opens the circuit may carry a ``Retry-After``
+        (429/503): the circuit then opens for that long, at most
+        ``max(recovery_timeout, recovery_backoff.max)``.
+        """
+        asked = self._asked
+        if asked is None or reason == "forced":
+            return planned
+        config = self.config
+        cap = config.recovery_timeout
+        if config.recovery_backoff is not None:
+            cap = max(cap, config.recovery_backoff.max)
+        return min(asked, cap)
 
     def _next_recovery_timeout(
         self, old: str, now: float, reason: str
     ) -> float:
-        """How long the circuit would stay open if it opened now.
-
-        A failure that carried ``Retry-After`` keeps it open as long as the
-        provider asked, capped at ``max(recovery_timeout,
-        recovery_backoff.max)``.
-        """
+        """How long the circuit would stay open if it opened now."""
         backoff = self.config.recovery_backoff
         base = self.config.recovery_timeout
-        asked = self._asked
-        if asked is not None and reason in _ASKABLE:
-            cap = max(base, backoff.max) if backoff is not None else base
-            return max(0.0, min(asked, cap))
         if backoff is None or reason == "forced":
             return base
         stable = base * backoff.multiplier
@@ -894,9 +907,7 @@ class Gate:
         )
         if not retrip:
             return base
-        return min(
-            self.current_recovery_timeout * backoff.multiplier, backoff.max
-        )
+        return min(self._backoff_timeout * backoff.multiplier, backoff.max)
 
     # -- shared storage (called from the storage's thread) -------------------
 
@@ -947,6 +958,7 @@ class Gate:
         open_for = (view.probe_at - view.opened_at) / 1000
         if open_for > 0:
             self.current_recovery_timeout = open_for
+            self._backoff_timeout = open_for
             self.breaker.reset_timeout = open_for
 
     def _storage_sync(

@@ -134,7 +134,7 @@ class StateChange:
     last_cause: str | None
     rejected_while_open: int | None
     platform: str
-    #: Seconds it stays open when the provider's Retry-After decided it.
+    #: Seconds the circuit stays open (None unless opening, or forced).
     open_for: float | None = None
 
     def as_event(self) -> dict[str, Any]:

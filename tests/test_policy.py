@@ -599,6 +599,7 @@ class TestEventsAndStatus:
             "platform",
             "reason",
             "last_cause",
+            "open_for",
         } == set(event)
         assert "warning" == event["log_level"]
         assert ("db", "closed", "open") == (
