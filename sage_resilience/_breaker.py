@@ -57,7 +57,7 @@ import pybreaker
 
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import StateChange, iso, logger
-from sage_resilience._redact import redact
+from sage_resilience._redact import MAX_TEXT, redact, secrets_of
 from sage_resilience._storage import _ms, _on_event_loop
 from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
@@ -135,12 +135,14 @@ def describe_failure(exc: BaseException) -> str:
     """``"ExcType: message"`` with secrets redacted, for status and events."""
     name = type(exc).__name__
     try:
-        text = str(exc).strip().split("\n", 1)[0]
+        # Cut before anything else: a 10 MB message costs no more than
+        # a short one.
+        text = str(exc)[: 2 * MAX_TEXT].strip().split("\n", 1)[0]
     except Exception:  # a broken __str__ must not replace the error
         text = "<message could not be printed>"
     if not text:
         return name
-    return f"{name}: {redact(text)}"[:500]
+    return f"{name}: {redact(text, known=secrets_of(exc))}"[:500]
 
 
 class _RateCounter:

@@ -28,7 +28,12 @@ from sage_resilience._classify import (
     parse_retry_after,
     sqlstate,
 )
-from sage_resilience._redact import REDACTED, is_secret_key, redact
+from sage_resilience._redact import (
+    REDACTED,
+    is_secret_key,
+    redact,
+    secrets_of,
+)
 from sage_resilience.exceptions import CircuitOpenError
 
 if TYPE_CHECKING:
@@ -997,21 +1002,28 @@ def _diagnose(exc: BaseException, ctx: _Context) -> Diagnosis:
     if ctx.policy is not None:
         details.setdefault("policy", ctx.policy)
     details.update(params)
+    # The key the request carried, should the provider echo it back.
+    known = secrets_of(exc)
     return Diagnosis(
         cause=code,
-        explanation=redact(explanation),
-        fix=redact(_fix(code, details)),
-        details=_redact_details(details),
+        explanation=redact(explanation, known=known),
+        fix=redact(_fix(code, details), known=known),
+        details=_redact_details(details, known),
     )
 
 
-def _redact_details(details: dict[str, Any]) -> dict[str, Any]:
+def _redact_details(
+    details: dict[str, Any], known: tuple[str, ...] = ()
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in details.items():
         if isinstance(value, str):
-            out[key] = redact(value)
+            out[key] = redact(value, known=known)
         elif isinstance(value, list):
-            out[key] = [redact(v) if isinstance(v, str) else v for v in value]
+            out[key] = [
+                redact(v, known=known) if isinstance(v, str) else v
+                for v in value
+            ]
         else:
             out[key] = value
     return out

@@ -45,6 +45,7 @@ import pybreaker
 import tenacity
 
 from sage_resilience import _registry
+from sage_resilience._breaker import describe_failure
 from sage_resilience._classify import COUNTED, Classifier
 from sage_resilience._config import Declaration, PolicyConfig
 from sage_resilience._events import logger
@@ -315,7 +316,7 @@ class _CallbackListener(pybreaker.CircuitBreakerListener):
                 "callback_failed",
                 breaker=self._name,
                 callback=getattr(callback, "__qualname__", repr(callback)),
-                error=f"{type(exc).__name__}: {exc}",
+                error=describe_failure(exc),
             )
 
 
@@ -580,7 +581,7 @@ class RetryManager:
                 attempt=rs.attempt_number,
                 max_attempts=config.max_attempts,
                 wait=round(rs.upcoming_sleep, 3),
-                error=f"{type(exc).__name__}: {exc}" if exc else None,
+                error=describe_failure(exc) if exc else None,
             )
             if config.before_retry is not None and exc is not None:
                 config.before_retry(rs.attempt_number, exc)
@@ -593,7 +594,7 @@ class RetryManager:
                 breaker=None,
                 function=name,
                 attempts=rs.attempt_number,
-                error=f"{type(exc).__name__}: {exc}" if exc else None,
+                error=describe_failure(exc) if exc else None,
             )
             if config.on_exhausted is not None and exc is not None:
                 config.on_exhausted(exc)
