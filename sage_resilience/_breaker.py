@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
+from sage_resilience._classify import retry_after_of
 from sage_resilience._events import StateChange, iso, logger
 from sage_resilience._redact import MAX_TEXT, redact, secrets_of
 from sage_resilience._storage import _ms, _on_event_loop
@@ -251,6 +252,10 @@ class Gate:
         # Adaptive open time (recovery_backoff).
         self._closed_at: float | None = None
         self.current_recovery_timeout = config.recovery_timeout
+        # The open time recovery_backoff plans, before a Retry-After.
+        self._backoff_timeout = config.recovery_timeout
+        # The Retry-After of the failure being recorded (it may open).
+        self._asked: float | None = None
         self.window: SlidingWindow | None = None
 
         # Shared storage: the store's view being adopted, whether the
@@ -307,6 +312,7 @@ class Gate:
                 or (self.window is None and config.trip is not None)
             ):
                 self.current_recovery_timeout = config.recovery_timeout
+                self._backoff_timeout = config.recovery_timeout
             self.breaker.reset_timeout = self.current_recovery_timeout
             if self._state == OPEN and self._opened_at is not None:
                 self._probe_at = (
@@ -574,6 +580,7 @@ class Gate:
     ) -> None:
         """Record a counted failure of an admitted call."""
         now = self._clock()
+        asked = retry_after_of(exc)
         with self._lock:
             self.failures += 1
             self._recent.append(now)
@@ -584,6 +591,9 @@ class Gate:
             if not self._current(ticket):
                 return  # late: the circuit has moved on without it
             self._clean = False
+            # Should this failure open the circuit, it stays open as long
+            # as the answer asked (Retry-After); see _open_time().
+            self._asked = asked
             shared = self._live()
             token = None
             if ticket & _PROBE:
@@ -598,8 +608,11 @@ class Gate:
                     exc,
                     now,
                     threshold=self.config.failure_threshold,
-                    open_for=self._next_recovery_timeout(
-                        CLOSED, now, "consecutive_failures"
+                    open_for=self._open_time(
+                        self._next_recovery_timeout(
+                            CLOSED, now, "consecutive_failures"
+                        ),
+                        "consecutive_failures",
                     ),
                     generation=self._generation,
                 )
@@ -620,6 +633,7 @@ class Gate:
                 self._reason = self._window_reason
                 self.breaker.open()
                 tripped = True
+            self._asked = None
             events = self._take_events()
             if shared is not None and token is not None:
                 shared.push_verdict(
@@ -774,6 +788,7 @@ class Gate:
             self._rate.clear()
             self.last_failure = self.last_cause = None
             self.current_recovery_timeout = self.config.recovery_timeout
+            self._backoff_timeout = self.config.recovery_timeout
             self.breaker.reset_timeout = self.current_recovery_timeout
             self._closed_at = None
             if self.window is not None:
@@ -849,16 +864,36 @@ class Gate:
                 last_cause=self.last_cause,
                 rejected_while_open=rejected,
                 platform=self.platform,
+                open_for=self.current_recovery_timeout
+                if new == OPEN and not self._forced
+                else None,
             )
         )
 
     def _grow_recovery_timeout(
         self, old: str, now: float, reason: str
     ) -> None:
-        self.current_recovery_timeout = self._next_recovery_timeout(
-            old, now, reason
+        self._backoff_timeout = self._next_recovery_timeout(old, now, reason)
+        self.current_recovery_timeout = self._open_time(
+            self._backoff_timeout, reason
         )
         self.breaker.reset_timeout = self.current_recovery_timeout
+
+    def _open_time(self, planned: float, reason: str) -> float:
+        """How long to stay open: what the provider asked, else *planned*.
+
+        The failure that opens the circuit may carry a ``Retry-After``
+        (429/503): the circuit then opens for that long, at most
+        ``max(recovery_timeout, recovery_backoff.max)``.
+        """
+        asked = self._asked
+        if asked is None or reason == "forced":
+            return planned
+        config = self.config
+        cap = config.recovery_timeout
+        if config.recovery_backoff is not None:
+            cap = max(cap, config.recovery_backoff.max)
+        return min(asked, cap)
 
     def _next_recovery_timeout(
         self, old: str, now: float, reason: str
@@ -874,9 +909,7 @@ class Gate:
         )
         if not retrip:
             return base
-        return min(
-            self.current_recovery_timeout * backoff.multiplier, backoff.max
-        )
+        return min(self._backoff_timeout * backoff.multiplier, backoff.max)
 
     # -- shared storage (called from the storage's thread) -------------------
 
@@ -927,6 +960,7 @@ class Gate:
         open_for = (view.probe_at - view.opened_at) / 1000
         if open_for > 0:
             self.current_recovery_timeout = open_for
+            self._backoff_timeout = open_for
             self.breaker.reset_timeout = open_for
 
     def _storage_sync(

@@ -134,6 +134,8 @@ class StateChange:
     last_cause: str | None
     rejected_while_open: int | None
     platform: str
+    #: Seconds the circuit stays open (None unless opening, or forced).
+    open_for: float | None = None
 
     def as_event(self) -> dict[str, Any]:
         """The keys of the ``circuit_state_changed`` event."""
@@ -153,6 +155,8 @@ class StateChange:
         }
         if self.rejected_while_open is not None:
             event["rejected_while_open"] = self.rejected_while_open
+        if self.open_for is not None:
+            event["open_for"] = round(self.open_for, 3)
         return event
 
     def emit(self) -> None:

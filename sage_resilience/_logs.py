@@ -1,8 +1,11 @@
 """Structured log analysis: ``sage-resilience logs summarize``.
 
-Reads JSON-lines logs (structlog's ``JSONRenderer`` output mixed with any
-other lines of the application) and answers "which dependency failed, when,
-for how long, why, and how many calls did the breaker shed?".
+Reads JSON-lines logs (structlog's ``JSONRenderer`` output, structlog with
+``EventRenamer``, python-json-logger, ecs-logging, stdlib JSON formatters:
+the event name under one of :data:`EVENT_KEYS`, the time under one of
+:data:`TIME_KEYS`; mixed with any other lines of the application) and
+answers "which dependency failed, when, for how long, why, and how many
+calls did the breaker shed?".
 
 Design, because logs can be large:
 
@@ -15,7 +18,11 @@ Design, because logs can be large:
   ``"call_rejected"``) are parsed with :func:`json.loads`. Every other line is
   checked for the shape of a JSON object (``{...}``) and its timestamp is
   read with a substring search, so the log's time span is known without
-  parsing it.
+  parsing it (fixed-width times are compared as bytes: _SortableTime).
+* **Hostile input.** Whatever a line holds (nesting beyond the recursion
+  limit, 5000-digit numbers, times outside the years 1 to 9999, bytes that
+  are not UTF-8, lone surrogates), it is used, ignored or skipped with a
+  reason; a gzip file expanding more than 100 times is cut short.
 * **Merging.** Several files are merged in time order (:func:`heapq.merge`
   over one lazy event stream per file), so the order of the files on the
   command line does not matter and a duplicated event found in two
@@ -41,7 +48,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 
 from sage_resilience._redact import redact
 
@@ -50,8 +57,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_HTML_OUTPUT",
+    "EVENT_KEYS",
+    "TIME_KEYS",
     "BreakerSummary",
     "Cause",
+    "KeysSeen",
     "Segment",
     "SkippedLine",
     "Summary",
@@ -87,6 +97,10 @@ _BLOCK: Final = 1 << 20
 # Compressed bytes read at a time from a gzip file.
 _GZIP_READ: Final = 1 << 16
 _MAX_LINE: Final = 8 << 20
+# Decompression bomb guard: past _GZIP_FREE decompressed bytes, a gzip
+# file may expand at most _GZIP_MAX_RATIO times (see _Source._gunzip).
+_GZIP_FREE: Final = 4 << 20
+_GZIP_MAX_RATIO: Final = 100
 _EXAMPLES: Final = 5
 _TOP_CAUSES: Final = 5
 
@@ -98,6 +112,9 @@ _TOP_CAUSES: Final = 5
 _DEDUP_HORIZON_US: Final = 120_000_000
 _DEDUP_KEEP: Final = 1_000
 _DEDUP_MAX: Final = 100_000
+# The flapping window at most this many seconds (about 31 years): far
+# beyond it, the window in µs no longer fits the arithmetic.
+_MAX_WINDOW: Final = 1e9
 
 _US: Final = 1_000_000
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -105,6 +122,20 @@ _ONE_US: Final = dt.timedelta(microseconds=1)
 
 # Numbers below this are durations, not epoch timestamps (2001-09-09).
 _EPOCH_MIN: Final = 1e9
+# Epoch numbers from here on are no timestamps in any unit (nanoseconds
+# past the year 5138).
+_EPOCH_MAX: Final = 1e20
+# The times a datetime can hold (years 1 to 9999), in µs since the epoch:
+# anything outside is refused on reading, so no later step can overflow.
+_MIN_US: Final = (dt.datetime.min.replace(tzinfo=dt.UTC) - _EPOCH) // _ONE_US
+_MAX_US: Final = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // _ONE_US
+
+# Where a log keeps the event name and the time, in order of preference:
+# structlog (event, timestamp), structlog's EventRenamer and
+# python-json-logger (message), stdlib JSON formatters (msg, asctime),
+# ECS (@timestamp), others (time, ts).
+EVENT_KEYS: Final = ("event", "message", "msg")
+TIME_KEYS: Final = ("timestamp", "time", "ts", "@timestamp", "asctime")
 
 
 # ---------------------------------------------------------------------------
@@ -119,7 +150,9 @@ _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def _epoch_to_us(value: float) -> int | None:
     """Epoch seconds, ms, µs or ns (told apart by magnitude) to µs."""
-    if not math.isfinite(value) or value < _EPOCH_MIN:
+    # Compared before any float conversion: a 4000-digit int is refused,
+    # not an OverflowError.
+    if not _EPOCH_MIN <= value < _EPOCH_MAX:  # also refuses NaN
         return None
     if value < 1e11:
         return round(value * _US)
@@ -133,7 +166,7 @@ def _epoch_to_us(value: float) -> int | None:
 def _numeric_text_to_us(text: str) -> int | None:
     """Epoch number written as text, without float rounding of the seconds."""
     whole, _, frac = text.partition(".")
-    whole_value = int(whole or "0")
+    whole_value = int(whole) if whole.lstrip("+-") else 0
     if whole_value < _EPOCH_MIN or whole_value >= 1e11 or not frac:
         return _epoch_to_us(float(text))
     # Seconds with a fraction: exact to the microsecond.
@@ -147,22 +180,28 @@ def _iso_to_us(text: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    try:
-        return (moment - _EPOCH) // _ONE_US
-    except OverflowError:
-        return None
+    return _in_range((moment - _EPOCH) // _ONE_US)
+
+
+def _in_range(us: int) -> int | None:
+    """*us* if a datetime can hold it (years 1 to 9999 UTC), else None."""
+    return us if _MIN_US <= us <= _MAX_US else None
 
 
 def parse_timestamp(value: object) -> int | None:
     """Read a log timestamp as microseconds since the epoch (UTC).
 
     Accepts ISO-8601 with or without a zone (naive means UTC, ``Z`` is
-    understood) and epoch numbers in seconds, milliseconds, microseconds or
-    nanoseconds (told apart by magnitude), as numbers or as text. Numbers
-    before 2001-09-09 are refused: such a ``time`` key holds a duration.
+    understood, the fraction may follow a comma as in python logging's
+    ``asctime``: ``2026-12-02 11:02:20,123``) and epoch numbers in seconds,
+    milliseconds, microseconds or nanoseconds (told apart by magnitude), as
+    numbers or as text. Numbers before 2001-09-09 are refused: such a
+    ``time`` key holds a duration. So are times outside the years 1 to
+    9999.
 
     Args:
-        value: The value of the ``timestamp`` (or ``time``, ``ts``) key.
+        value: The value of a time key (``timestamp``, ``time``, ``ts``,
+            ``@timestamp`` or ``asctime``).
 
     Returns:
         Microseconds since 1970-01-01T00:00:00Z, or None if *value* is not
@@ -173,7 +212,7 @@ def parse_timestamp(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return _epoch_to_us(float(value))
+        return _epoch_to_us(value)
     if isinstance(value, bytes):
         try:
             value = value.decode()
@@ -206,7 +245,8 @@ def parse_time(value: str, *, now: float | None = None) -> int:
         Microseconds since the epoch.
 
     Raises:
-        ValueError: *value* is not a time.
+        ValueError: *value* is not a time, or one outside the years 1 to
+            9999.
 
     .. versionadded:: 0.1.0
     """
@@ -215,18 +255,22 @@ def parse_time(value: str, *, now: float | None = None) -> int:
     text = text.removesuffix("ago").strip()
     if text == "now":
         return round(current * _US)
-    if _RELATIVE.fullmatch(text):
+    if len(text) <= 64 and _RELATIVE.fullmatch(text):
         seconds = sum(
             float(number) * _UNIT_SECONDS[unit]
             for number, unit in _RELATIVE_PART.findall(text)
         )
-        return round((current - seconds) * _US)
+        moment = (current - seconds) * _US
+        if not math.isfinite(moment) or _in_range(round(moment)) is None:
+            msg = f"{value[:80]!r} is before the year 1"
+            raise ValueError(msg)
+        return round(moment)
     parsed = parse_timestamp(value)
     if parsed is None:
         msg = (
-            f"not a time: {value!r} (use ISO-8601 such as "
+            f"not a time: {value[:80]!r} (use ISO-8601 such as "
             "2026-11-27T22:00:00Z, epoch seconds, or a relative time "
-            "such as 2h or 30m)"
+            "such as 2h or 30m; years 1 to 9999)"
         )
         raise ValueError(msg)
     return parsed
@@ -248,10 +292,34 @@ def _canonical(us: int) -> bytes:
 
     Timestamps written in this one shape (structlog's ``TimeStamper(fmt=
     "iso", utc=True)``) compare as bytes in time order, which lets the hot
-    loop compare them without parsing.
+    loop compare them without parsing. The year is always four digits
+    (``strftime("%Y")`` writes year 500 as ``500`` on glibc, which would
+    compare after ``2026``).
     """
-    moment = _EPOCH + dt.timedelta(microseconds=us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    m = _EPOCH + dt.timedelta(microseconds=us)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:"
+        f"{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+    ).encode()
+
+
+def _sortable_bounds(
+    shape: _SortableTime, since: int | None, until: int | None
+) -> tuple[bytes, bytes]:
+    """The bytes bounding the time window for values of *shape*.
+
+    A value v is inside exactly when lo <= v <= hi: *since* is rounded up
+    to the shape's resolution, *until* down.
+    """
+    unit = shape.unit_us
+    last = _MAX_US // unit * unit
+    lo = (
+        b""
+        if since is None
+        else shape.render(min(-(-since // unit) * unit, last))
+    )
+    hi = b"\x7f" if until is None else shape.render(until // unit * unit)
+    return lo, hi
 
 
 # ---------------------------------------------------------------------------
@@ -293,6 +361,25 @@ def _quoted(match: re.Match[str]) -> str:
 
 
 _CAUSE_MAX: Final = 300
+# Of a last_failure, only this many characters are looked at: the report
+# keeps 300, and redaction and normalisation then cost bounded time on a
+# message of any length (a 10 MB message is cut before, not after).
+_CAUSE_READ: Final = 1000
+
+
+def _first_line(text: str) -> str:
+    """The first line of *text*, at most _CAUSE_READ characters.
+
+    Cut at a space, so that no half of a secret (a token cut in two, which
+    redaction would no longer recognise) survives the cut.
+    """
+    head = text[: _CAUSE_READ + 1].strip()
+    lines = head.splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > _CAUSE_READ:
+        cut = first.rfind(" ", 0, _CAUSE_READ)
+        first = first[:cut] + " …" if cut > 0 else "…"
+    return first
 
 
 def normalise_cause(last_failure: str) -> str:
@@ -311,7 +398,7 @@ def normalise_cause(last_failure: str) -> str:
 
     .. versionadded:: 0.1.0
     """
-    text = redact(last_failure.strip().splitlines()[0] if last_failure else "")
+    text = redact(_first_line(last_failure))
     for pattern, replacement in _CAUSE_RULES:
         text = pattern.sub(replacement, text)
     text = _QUOTED.sub(_quoted, text)
@@ -319,7 +406,7 @@ def normalise_cause(last_failure: str) -> str:
     text = " ".join(text.split())
     if len(text) > _CAUSE_MAX:
         text = text[: _CAUSE_MAX - 1] + "…"
-    return text
+    return _safe_text(text)
 
 
 def _cause_of(obj: dict[str, Any]) -> str:
@@ -354,6 +441,29 @@ class SkippedLine:
     file: str
     line: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeysSeen:
+    """The keys of one line, to say what a log holds instead of events.
+
+    Attributes:
+        file: The file it is in.
+        line: Its 1-based line number.
+        keys: Its first keys, in file order (at most 12).
+        event_key: For a line naming a resilience event elsewhere than
+            under :data:`EVENT_KEYS`, the key whose value is the name (None
+            when it is only part of a value).
+        reason: For an event line that was skipped, why.
+
+    .. versionadded:: 0.1.0
+    """
+
+    file: str
+    line: int
+    keys: tuple[str, ...]
+    event_key: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +597,17 @@ class Summary:
         end_us: End of the analysed period, or None.
         events: Resilience events found in the analysed period.
         files: The names of the sources, in the order given.
+        recognised: Lines naming a resilience event under one of
+            :data:`EVENT_KEYS`, usable or not, before the filters.
+        usable: Those of them complete enough to be used (time, breaker,
+            state), before the filters.
+        first_object: The keys of the first JSON object of the input
+            (files in time order), or None.
+        mention: The first line naming a resilience event other than as
+            an event key's value, or None.
+        first_bad_event: The first line naming an event that was skipped.
+        problems: Files whose reading stopped early (damaged gzip, a
+            decompression bomb), with where and why.
 
     .. versionadded:: 0.1.0
     """
@@ -500,6 +621,12 @@ class Summary:
     end_us: int | None = None
     events: int = 0
     files: tuple[str, ...] = ()
+    recognised: int = 0
+    usable: int = 0
+    first_object: KeysSeen | None = None
+    mention: KeysSeen | None = None
+    first_bad_event: KeysSeen | None = None
+    problems: tuple[SkippedLine, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``logs summarize --format json`` (contract 10).
@@ -540,34 +667,137 @@ _PRE: Final = "pre"
 _Event = tuple[int, str, str, dict[str, Any]]
 
 _KEY_RE = re.compile(
-    rb'"(timestamp|time|ts)"\s*:\s*("[^"]{0,64}"|[-+0-9.eE]+)'
+    rb'"(timestamp|time|ts|@timestamp|asctime)"\s*:\s*'
+    rb'("[^"]{0,64}"|[-+0-9.eE]{1,64})'
 )
+_TIME_KEYS_BYTES: Final = tuple(key.encode() for key in TIME_KEYS)
 
 
-def _raw_timestamp(line: bytes) -> bytes | None:
-    """The timestamp of a line not worth a full parse (the fast path)."""
+def _raw_time_us(line: bytes) -> int | None:
+    """The time of a line not worth a full parse, in µs, or None.
+
+    The first of :data:`TIME_KEYS` whose value is a time, as for a parsed
+    line (:func:`_object_timestamp`).
+    """
     i = line.find(b'"timestamp": "')
     if i >= 0:
-        j = line.find(b'"', i + 14)
+        # structlog's JSONRenderer: the first key of the list, so a value
+        # that parses is the answer.
+        j = line.find(b'"', i + 14, i + 80)
         if j >= 0:
-            return line[i + 14 : j]
-    # Compact separators, "time"/"ts" keys, numbers: the slow path.
+            us = parse_timestamp(line[i + 14 : j])
+            if us is not None:
+                return us
+    # Compact separators, the other keys, numbers: the slow path.
     found: dict[bytes, bytes] = {}
     for match in _KEY_RE.finditer(line):
         found.setdefault(match.group(1), match.group(2))
-    for key in (b"timestamp", b"time", b"ts"):
+    if not found:
+        return None
+    for key in _TIME_KEYS_BYTES:
         raw = found.get(key)
         if raw is not None:
-            return raw.strip(b'"')
+            us = parse_timestamp(raw.strip(b'"'))
+            if us is not None:
+                return us
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _SortableTime:
+    """A fixed-width time format whose bytes sort in time order.
+
+    Lines whose time has such a shape are compared as bytes in the hot
+    loop, like structlog's canonical timestamps, and only a block's
+    extremes are parsed. For these lines, which only bound the analysed
+    period, the first shape found decides, not the order of TIME_KEYS
+    (looking for every other key costs more than the whole rest).
+    """
+
+    marker: bytes  # the key, the colon and the opening quote
+    width: int  # the value's length
+    skeleton: bytes  # the value without its digits
+    tail: bytes  # what the value ends with (a fixed zone)
+    unit_us: int  # its resolution
+    template: str  # the value, from the fields of a datetime
+
+    def render(self, us: int) -> bytes:
+        """The value of this shape for *us* (a multiple of unit_us)."""
+        m = _moment(us)
+        return self.template.format(
+            y=m.year,
+            mo=m.month,
+            d=m.day,
+            h=m.hour,
+            mi=m.minute,
+            s=m.second,
+            ms=m.microsecond // 1000,
+            us=m.microsecond,
+        ).encode()
+
+
+_SORTABLE: Final = (
+    # python logging's asctime, naive (read as UTC): python-json-logger.
+    _SortableTime(
+        marker=b'"asctime": "',
+        width=23,
+        skeleton=b"-- ::,",
+        tail=b"",
+        unit_us=1000,
+        template="{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d},{ms:03d}",
+    ),
+    # ECS (ecs-logging): milliseconds and Z.
+    _SortableTime(
+        marker=b'"@timestamp":"',
+        width=24,
+        skeleton=b"--T::.Z",
+        tail=b"Z",
+        unit_us=1000,
+        template="{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z",
+    ),
+    # python-json-logger's timestamp=True: microseconds and +00:00.
+    _SortableTime(
+        marker=b'"timestamp": "',
+        width=32,
+        skeleton=b"--T::.+:",
+        tail=b"+00:00",
+        unit_us=1,
+        template=(
+            "{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{us:06d}+00:00"
+        ),
+    ),
+)
+_DIGITS: Final = b"0123456789"
+
+
 def _object_timestamp(obj: dict[str, Any]) -> tuple[bool, int | None]:
-    """(has a timestamp key, its value in µs) of a parsed line."""
-    for key in ("timestamp", "time", "ts"):
+    """(has a time key, the first time among them in µs) of a parsed line.
+
+    A key whose value is no time (``"time": 0.25``, a duration) does not
+    hide the next one.
+    """
+    has_key = False
+    for key in TIME_KEYS:
         if key in obj:
-            return True, parse_timestamp(obj[key])
-    return False, None
+            has_key = True
+            us = parse_timestamp(obj[key])
+            if us is not None:
+                return True, us
+    return has_key, None
+
+
+def _event_name(obj: dict[str, Any]) -> str | None:
+    """The resilience event a parsed line is, or None.
+
+    The first of :data:`EVENT_KEYS` holding one of the event names: ECS
+    logs keep an object under ``event``, python-json-logger and
+    structlog's ``EventRenamer("message")`` the name under ``message``.
+    """
+    for key in EVENT_KEYS:
+        value = obj.get(key)
+        if isinstance(value, str) and value in _EVENTS:
+            return value
+    return None
 
 
 def _classify_bad_line(line: bytes) -> str | None:
@@ -580,10 +810,67 @@ def _classify_bad_line(line: bytes) -> str | None:
     if text[:1] in b'["-0123456789tfn':
         try:
             json.loads(text)
+        except RecursionError:
+            return "JSON nested too deeply"
         except ValueError:
             return "not JSON"
         return "not a JSON object"
     return "not JSON"
+
+
+def _loads(line: bytes) -> tuple[Any, str | None]:
+    """(the parsed line, None) or (None, why it is not JSON).
+
+    Whatever the line holds: nesting deeper than the interpreter's
+    recursion limit, a number of more than 4300 digits, bytes that are
+    not UTF-8.
+    """
+    try:
+        return json.loads(line), None
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except json.JSONDecodeError:
+        return None, "invalid JSON"
+    except ValueError:  # int("9" * 5000): the int-to-str digits limit
+        return None, "invalid JSON (a number too long)"
+
+
+def _safe_text(text: str) -> str:
+    r"""*text* with lone surrogates written as ``\udcxx`` escapes.
+
+    JSON escapes such as ``"\ud800"`` and file names that are not UTF-8
+    give strings that cannot be written out as UTF-8 (a
+    ``UnicodeEncodeError`` at the very end, when printing the report).
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# At most this many keys of a line are kept for the "no event" message.
+_KEYS_SHOWN: Final = 12
+# How many lines shaped like {...} are parsed, per file, to find the first
+# JSON object, among how many first lines (a log of truncated lines or of
+# plain text is not searched to its end).
+_OBJECT_TRIES: Final = 20
+_OBJECT_LINES: Final = 10_000
+# Breaker names, states and counts beyond these are garbage, not events.
+_MAX_NAME: Final = 512
+_MAX_STATE: Final = 64
+_MAX_COUNT: Final = 2**53
+
+
+def _keys_seen(
+    file: str,
+    lineno: int,
+    obj: dict[str, Any],
+    event_key: str | None = None,
+    reason: str | None = None,
+) -> KeysSeen:
+    keys = tuple(_safe_text(str(key)[:60]) for key in list(obj)[:_KEYS_SHOWN])
+    return KeysSeen(file, lineno, keys, event_key, reason)
 
 
 class _Source:
@@ -600,7 +887,7 @@ class _Source:
         since: int | None,
         until: int | None,
     ) -> None:
-        self.name = name
+        self.name = _safe_text(name)
         self.stream = stream
         self.since = since
         self.until = until
@@ -615,6 +902,22 @@ class _Source:
         # (with the closing quote, as the hot loop slices them).
         self._lo = b"" if since is None else _canonical(since) + b'"'
         self._hi = b"\x7f" if until is None else _canonical(until) + b'"'
+        # The same for the other sortable shapes: (shape, lo, hi), and the
+        # block's largest and smallest value of each.
+        self._sortable = [
+            (shape, *_sortable_bounds(shape, since, until))
+            for shape in _SORTABLE
+        ]
+        self._extremes = [[b"", b"\x7f"] for _ in _SORTABLE]
+        # What the file holds, for the message when no event is found.
+        self.recognised = 0  # lines naming an event under an event key
+        self.usable = 0  # ...and complete (before --since/--breaker)
+        self.first_object: KeysSeen | None = None
+        self.mention: KeysSeen | None = None  # an event name elsewhere
+        self.first_bad_event: KeysSeen | None = None
+        self._object_tries = 0
+        # Why reading stopped early (damaged gzip, decompression bomb).
+        self.problem: str | None = None
 
     # -- skipped lines ----------------------------------------------------
 
@@ -622,6 +925,16 @@ class _Source:
         self.skipped += 1
         if len(self.examples) < _EXAMPLES:
             self.examples.append(SkippedLine(self.name, lineno, reason))
+
+    def _skip_event(
+        self, lineno: int, reason: str, obj: dict[str, Any]
+    ) -> None:
+        """Skip a line that names an event but cannot be used."""
+        self._skip(lineno, reason)
+        if self.first_bad_event is None:
+            self.first_bad_event = _keys_seen(
+                self.name, lineno, obj, reason=reason
+            )
 
     # -- the log's time span ------------------------------------------------
 
@@ -639,10 +952,39 @@ class _Source:
             self.last = us
         return True
 
-    def _see_raw(self, raw: bytes) -> None:
-        us = parse_timestamp(raw)
+    def _see_line(self, line: bytes) -> None:
+        us = _raw_time_us(line)
         if us is not None:
             self._see(us)
+
+    # -- what the file holds --------------------------------------------------
+
+    def _look_for_object(self, lines: list[bytes], lineno: int) -> None:
+        """Keep the keys of the first line that is a JSON object."""
+        for line in lines:
+            lineno += 1
+            if self._object_tries >= _OBJECT_TRIES:
+                return
+            stripped = line.strip()
+            if stripped[:1] != b"{" or stripped[-1:] != b"}":
+                continue
+            self._object_tries += 1
+            obj, _ = _loads(stripped)
+            if isinstance(obj, dict):
+                self.first_object = _keys_seen(self.name, lineno, obj)
+                return
+
+    def _note_mention(self, obj: dict[str, Any], lineno: int) -> None:
+        """A line naming an event, but not under an event key."""
+        event_key = next(
+            (
+                str(key)
+                for key, value in obj.items()
+                if isinstance(value, str) and value in _EVENTS
+            ),
+            None,
+        )
+        self.mention = _keys_seen(self.name, lineno, obj, event_key)
 
     # -- reading ------------------------------------------------------------
 
@@ -667,9 +1009,16 @@ class _Source:
             pending.append(read(_BLOCK))
 
     def _gunzip(self, data: bytes) -> Iterator[bytes]:
-        """Inflate gzip members one after the other, a block at a time."""
+        """Inflate gzip members one after the other, a block at a time.
+
+        Stops at a decompression bomb: once more than ``_GZIP_FREE`` bytes
+        came out, the output may be at most ``_GZIP_MAX_RATIO`` times the
+        compressed input used so far (logs compress 5 to 20 times; deflate
+        reaches 1032 times on a run of one byte).
+        """
         inflater = zlib.decompressobj(wbits=31)
         started = False
+        consumed = produced = 0
         while True:
             if not data:
                 data = self.stream.read(_GZIP_READ)
@@ -678,20 +1027,31 @@ class _Source:
             try:
                 out = [inflater.decompress(data, _BLOCK)]
             except zlib.error as exc:
-                self._gzip_problem = f"corrupt gzip data ({exc})"
+                self.problem = f"corrupt gzip data ({exc})"
+                return
+            rest = inflater.unconsumed_tail
+            if inflater.eof:
+                rest = inflater.unused_data
+            consumed += len(data) - len(rest)
+            produced += len(out[0])
+            if produced > _GZIP_FREE and produced > _GZIP_MAX_RATIO * consumed:
+                self.problem = (
+                    f"gzip data expanding more than {_GZIP_MAX_RATIO} times "
+                    "(a decompression bomb?): the rest of the file is not "
+                    "read"
+                )
                 return
             started = True
             yield out.pop()
             if inflater.eof:
-                data = inflater.unused_data.lstrip(b"\0")
+                data = rest.lstrip(b"\0")
+                consumed += len(rest) - len(data)
                 inflater = zlib.decompressobj(wbits=31)
                 started = False
             else:
-                data = inflater.unconsumed_tail
+                data = rest
         if started and not inflater.eof:
-            self._gzip_problem = "truncated gzip data"
-
-    _gzip_problem: str | None = None
+            self.problem = "truncated gzip data"
 
     def events(self) -> Iterator[_Event]:
         """The resilience events of this source, in file order."""
@@ -726,8 +1086,8 @@ class _Source:
                 discarding = True
         if tail:
             yield from self._scan([tail])
-        if self._gzip_problem is not None:
-            self._skip(self.lines + 1, self._gzip_problem)
+        if self.problem is not None:
+            self._skip(self.lines + 1, self.problem)
 
     def _scan(self, lines: list[bytes]) -> list[_Event]:
         """Look at each line of a block once (the hot loop).
@@ -739,6 +1099,12 @@ class _Source:
         """
         found: list[_Event] = []
         lineno = self.lines
+        if (
+            self.first_object is None
+            and self._object_tries < _OBJECT_TRIES
+            and lineno < _OBJECT_LINES
+        ):
+            self._look_for_object(lines[: _OBJECT_LINES - lineno], lineno)
         self.lines += len(lines)
         lo, hi = self._lo, self._hi
         top = b""  # the largest canonical timestamp in the window
@@ -782,13 +1148,15 @@ class _Source:
                     if raw < bottom:  # noqa: PLR1730
                         bottom = raw
             else:
-                value = _raw_timestamp(line)
-                if value is not None:
-                    self._see_raw(value)
-        for raw in (top, bottom):
+                self._see_sortable(line)
+        extremes = [(top, bottom)]
+        for pair in self._extremes:
+            extremes.append((pair[0], pair[1]))
+            pair[0], pair[1] = b"", b"\x7f"
+        for raw in (value for pair in extremes for value in pair):
             if raw in {b"", b"\x7f"}:
                 continue
-            us = parse_timestamp(raw[:27])
+            us = parse_timestamp(raw.rstrip(b'"'))
             if us is None:
                 # Shaped like a timestamp but not one: count exactly.
                 self._rescan_times(lines)
@@ -796,44 +1164,100 @@ class _Source:
             self._see(us)
         return found
 
+    def _see_sortable(self, line: bytes) -> None:
+        """A line's time by the shapes of _SORTABLE, else exactly."""
+        for index, (shape, lo, hi) in enumerate(self._sortable):
+            i = line.find(shape.marker)
+            if i < 0:
+                continue
+            start = i + len(shape.marker)
+            end = start + shape.width
+            raw = line[start:end]
+            if (
+                line[end : end + 1] != b'"'
+                or len(raw) != shape.width
+                or raw[4] != 45  # -
+                or raw.translate(None, _DIGITS) != shape.skeleton
+                or not raw.endswith(shape.tail)
+            ):
+                break
+            if raw < lo:
+                self.before_since = True
+            elif raw > hi:
+                self.after_until = True
+            else:
+                pair = self._extremes[index]
+                pair[0] = max(pair[0], raw)
+                pair[1] = min(pair[1], raw)
+            return
+        self._see_line(line)
+
     def _rescan_times(self, lines: list[bytes]) -> None:
         for line in lines:
             stripped = line.strip()
             if stripped[:1] == b"{" and stripped[-1:] == b"}":
-                raw = _raw_timestamp(stripped)
-                if raw is not None:
-                    self._see_raw(raw)
+                self._see_line(stripped)
 
     def _parse(self, line: bytes, lineno: int) -> _Event | None:
-        """Parse a line that names a resilience event."""
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            self._skip(lineno, "invalid JSON")
+        """Parse a line that names a resilience event.
+
+        Whatever the line holds, the answer is an event, an ordinary line,
+        or a skipped line with its reason: never an exception.
+        """
+        obj, problem = _loads(line)
+        if problem is not None:
+            self._skip(lineno, problem)
             return None
         if not isinstance(obj, dict):
             self._skip(lineno, "not a JSON object")
             return None
         has_key, us = _object_timestamp(obj)
-        kind = obj.get("event")
-        if kind not in _EVENTS:
+        kind = _event_name(obj)
+        if kind is None:
             # Named an event in a message: an ordinary line.
+            if self.mention is None:
+                self._note_mention(obj, lineno)
             if us is not None:
                 self._see(us)
             return None
+        self.recognised += 1
         if us is None:
-            self._skip(
+            self._skip_event(
                 lineno,
                 "unparsable timestamp" if has_key else "missing timestamp",
+                obj,
             )
             return None
         breaker = obj.get("breaker")
         if not isinstance(breaker, str) or not breaker:
-            self._skip(lineno, f"{kind} without a breaker")
+            self._skip_event(lineno, f"{kind} without a breaker", obj)
             return None
-        if kind == STATE_CHANGED and _state(obj.get("new_state")) is None:
-            self._skip(lineno, f"{kind} without a new_state")
+        if len(breaker) > _MAX_NAME:
+            self._skip_event(
+                lineno, f"{kind} with a breaker name too long", obj
+            )
             return None
+        if not breaker.isascii():
+            breaker = _safe_text(breaker)
+        if kind == STATE_CHANGED:
+            new_state = obj.get("new_state")
+            if _state(new_state) is None:
+                self._skip_event(
+                    lineno,
+                    f"{kind} without a new_state"
+                    if new_state is None or new_state == ""
+                    else f"{kind} with an invalid new_state",
+                    obj,
+                )
+                return None
+            if _count(obj.get("rejected_while_open")) is None:
+                self._skip_event(
+                    lineno,
+                    f"{kind} with rejected_while_open out of range",
+                    obj,
+                )
+                return None
+        self.usable += 1
         if not self._see(us):
             if (
                 kind == STATE_CHANGED
@@ -846,19 +1270,27 @@ class _Source:
 
 
 def _state(value: object) -> str | None:
-    """A state name as the contract spells it (``half-open``)."""
-    if not isinstance(value, str) or not value.strip():
+    """A state name as the contract spells it (``half-open``), or None."""
+    if not isinstance(value, str) or len(value) > _MAX_STATE:
         return None
     text = value.strip().lower().replace("_", "-").replace(" ", "-")
-    return sys.intern(text)
+    if not text:
+        return None
+    return sys.intern(_safe_text(text))
 
 
-def _count(value: object) -> int:
-    if isinstance(value, bool):
+def _count(value: object) -> int | None:
+    """A count such as ``rejected_while_open``: None when absurd.
+
+    Missing, negative or non-numeric counts are 0 (lenient, as before);
+    a count beyond 2**53 or not finite is no count at all: the line is
+    skipped (and no later sum or ``f"{n:,}"`` meets a 5000-digit int).
+    """
+    if value is None or isinstance(value, bool):
         return 0
-    if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, float) and math.isfinite(value):
+    if isinstance(value, int | float):
+        if not -_MAX_COUNT <= value <= _MAX_COUNT:  # also refuses NaN
+            return None
         return max(int(value), 0)
     return 0
 
@@ -866,7 +1298,11 @@ def _count(value: object) -> int:
 def _hashable(value: object) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    return repr(value)
+    try:
+        return repr(value)
+    except (RecursionError, ValueError):
+        # Nested too deep for repr here: never a duplicate of anything.
+        return object()
 
 
 # ---------------------------------------------------------------------------
@@ -948,7 +1384,7 @@ class _Aggregator:
             old_state=old,
             new_state=new,
             cause=None,
-            rejected=_count(obj.get("rejected_while_open")),
+            rejected=_count(obj.get("rejected_while_open")) or 0,
         )
         if transition.is_trip:
             cause = sys.intern(_cause_of(obj))
@@ -1068,7 +1504,11 @@ def _time_bound(value: object, what: str) -> int | None:
         return None
     if isinstance(value, dt.datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return (moment - _EPOCH) // _ONE_US
+        us = _in_range((moment - _EPOCH) // _ONE_US)
+        if us is None:
+            msg = f"{what}: outside the years 1 to 9999 UTC: {value!r}"
+            raise ValueError(msg)
+        return us
     if isinstance(value, str):
         return parse_time(value)
     us = parse_timestamp(value)
@@ -1104,11 +1544,26 @@ def summarize(
         The :class:`Summary`.
 
     Raises:
-        ValueError: *since* or *until* is not a time.
+        ValueError: *since* or *until* is not a time, *flapping_trips* is
+            not an int >= 1, or *flapping_window* is not a number of seconds in
+            (0, 1e9].
         OSError: A stream could not be read.
 
     .. versionadded:: 0.1.0
     """
+    if (
+        isinstance(flapping_trips, bool)
+        or not isinstance(flapping_trips, int)
+        or flapping_trips < 1
+    ):
+        msg = f"flapping_trips must be an int >= 1 (got {flapping_trips!r})"
+        raise ValueError(msg)
+    if not 0 < flapping_window <= _MAX_WINDOW:
+        msg = (
+            f"flapping_window must be > 0 and <= {_MAX_WINDOW:.0e} seconds "
+            f"(got {flapping_window!r})"
+        )
+        raise ValueError(msg)
     since_us = _time_bound(since, "since")
     until_us = _time_bound(until, "until")
     scanned = [
@@ -1157,6 +1612,7 @@ def summarize(
             flapping_window,
         )
 
+    in_time_order = sorted(scanned, key=_file_order)
     return Summary(
         lines=sum(s.lines for s in scanned),
         skipped=sum(s.skipped for s in scanned),
@@ -1167,6 +1623,21 @@ def summarize(
         end_us=end,
         events=aggregator.events,
         files=tuple(s.name for s in scanned),
+        recognised=sum(s.recognised for s in scanned),
+        usable=sum(s.usable for s in scanned),
+        first_object=next(
+            (s.first_object for s in in_time_order if s.first_object), None
+        ),
+        mention=next((s.mention for s in in_time_order if s.mention), None),
+        first_bad_event=next(
+            (s.first_bad_event for s in in_time_order if s.first_bad_event),
+            None,
+        ),
+        problems=tuple(
+            SkippedLine(s.name, s.lines + 1, s.problem)
+            for s in scanned
+            if s.problem is not None
+        ),
     )
 
 
@@ -1224,18 +1695,16 @@ def _summarise_breaker(
     )
 
 
+def _file_order(source: _Source) -> tuple[bool, int, str]:
+    """Files in time order; those without any timestamp last, by name."""
+    return (source.first is None, source.first or 0, source.name)
+
+
 def _first_examples(scanned: Sequence[_Source]) -> tuple[SkippedLine, ...]:
-    """The first skipped lines, files taken in time order (not argv order).
-
-    Files without any timestamp come last, by name.
-    """
-
-    def file_order(source: _Source) -> tuple[bool, int, str]:
-        return (source.first is None, source.first or 0, source.name)
-
+    """The first skipped lines, files taken in time order (not argv order)."""
     examples = [
         example
-        for source in sorted(scanned, key=file_order)
+        for source in sorted(scanned, key=_file_order)
         for example in source.examples
     ]
     return tuple(examples[:_EXAMPLES])
@@ -1245,12 +1714,30 @@ def _first_examples(scanned: Sequence[_Source]) -> tuple[SkippedLine, ...]:
 # Rendering
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
+# C0 and C1 controls (ESC, CSI as U+009B), line and paragraph separators,
+# bidirectional overrides, marks and isolates (text shown reversed),
+# zero-width characters, and lone surrogates (not writable as UTF-8).
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069"
+    "\ufeff\ud800-\udfff]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _printable(text: str) -> str:
-    """Log-derived text made safe for a terminal (no escape sequences)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    r"""Log-derived text made safe for a terminal (no escape sequences).
+
+    Every character that could move the cursor, recolour, retitle or
+    clear the terminal, or reorder what is shown, is written as an escape:
+    the ESC of ``ESC [2J`` is shown as the four characters ``\x1b``.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return _CONTROL.sub(_escaped, text)
 
 
 def _duration(seconds: float) -> str:
@@ -1679,13 +2166,20 @@ def render_html(summary: Summary) -> str:
 # Command line
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """An argument as quoted in an error message: short, printable."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return _printable(repr(text))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
-    except ValueError:
+    except ValueError:  # also a 5000-digit number
         value = 0
     if value < 1:
-        msg = f"must be an integer >= 1 (got {text!r})"
+        msg = f"must be an integer >= 1 (got {_shown(text)})"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -1695,20 +2189,55 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not math.isfinite(value) or value <= 0:
-        msg = f"must be a number of seconds > 0 (got {text!r})"
+    if not 0 < value <= _MAX_WINDOW:  # also refuses NaN and infinity
+        msg = (
+            f"must be a number of seconds > 0 and <= {_MAX_WINDOW:.0e} "
+            f"(got {_shown(text)})"
+        )
         raise argparse.ArgumentTypeError(msg)
     return value
 
 
+def _time_argument(text: str) -> str:
+    """``--since``/``--until``: checked here, kept as given.
+
+    Checked by argparse, so that a bad value exits 2 with one line, like
+    every other bad argument; parsed again (relative times from now) when
+    the command runs.
+    """
+    try:
+        parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(_printable(str(exc))) from None
+    return text
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make *parser* report a usage error in one line, exit status 2.
+
+    argparse prints the whole usage (seven lines here) before the error;
+    the error is what the user needs, and ``--help`` has the rest.
+    """
+
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``logs summarize`` to *parser*.
+
+    Every argument is checked by its argparse type: a bad one makes the
+    parser exit with status 2 and one line on stderr (*parser* is made to
+    print errors so).
 
     Args:
         parser: The sub-command's parser.
 
     .. versionadded:: 0.1.0
     """
+    _one_line_errors(parser)
     parser.add_argument(
         "files",
         nargs="+",
@@ -1719,11 +2248,15 @@ def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--since",
         metavar="T",
+        type=_time_argument,
         help="ignore events before T: ISO-8601 (naive means UTC), epoch "
         "seconds/ms, or relative to now such as 2h, 30m, 1d",
     )
     parser.add_argument(
-        "--until", metavar="T", help="ignore events after T (same forms)"
+        "--until",
+        metavar="T",
+        type=_time_argument,
+        help="ignore events after T (same forms)",
     )
     parser.add_argument(
         "--breaker",
@@ -1764,7 +2297,75 @@ _PROG: Final = "sage-resilience logs summarize"
 
 
 def _error(message: str) -> None:
-    print(f"{_PROG}: {message}", file=sys.stderr)
+    """Print one line on stderr, control characters shown escaped.
+
+    Text from the logs or argv in it cannot steer a terminal.
+    """
+    print(_printable(f"{_PROG}: {message}"), file=sys.stderr)
+
+
+def _names(keys: Iterable[str]) -> str:
+    """``"a", "b" or "c"``."""
+    quoted = [json.dumps(key, ensure_ascii=False) for key in keys]
+    if len(quoted) < 2:
+        return "".join(quoted)
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _keys_list(seen: KeysSeen) -> str:
+    shown = ", ".join(json.dumps(key, ensure_ascii=False) for key in seen.keys)
+    return shown or "no keys"
+
+
+def _lines_name(count: int) -> str:
+    return "1 line names" if count == 1 else f"{count:,} lines name"
+
+
+def _no_event_message(summary: Summary, args: argparse.Namespace) -> str:
+    """Why nothing was found, and what the log holds instead (one line).
+
+    Logs of another shape are the usual reason: the event name or the time
+    under keys this command does not read.
+    """
+    files = ", ".join(args.files)
+    counts = f"{summary.lines:,} lines read, {summary.skipped:,} skipped"
+    time_keys = f"the time under {_names(TIME_KEYS)}"
+    if summary.usable:
+        return (
+            f"no circuit breaker event found in {files}"
+            f"{_describe_filters(args)} ({counts})"
+        )
+    if summary.recognised and summary.first_bad_event is not None:
+        bad = summary.first_bad_event
+        return (
+            f"no circuit breaker event found in {files} ({counts}): "
+            f"{_lines_name(summary.recognised)} one but were skipped; "
+            f"the first, {bad.file}:{bad.line}, {bad.reason}; looked for "
+            f"{time_keys}; its keys: {_keys_list(bad)}"
+        )
+    looked = (
+        f"looked for the event name ({', '.join(sorted(_EVENTS))}) under "
+        f"{_names(EVENT_KEYS)} and {time_keys}"
+    )
+    mention = summary.mention
+    if mention is not None and mention.event_key is not None:
+        instead = (
+            f"{mention.file}:{mention.line} has an event name under the "
+            f"key {json.dumps(mention.event_key, ensure_ascii=False)}; "
+            f"its keys: {_keys_list(mention)}"
+        )
+    elif summary.first_object is not None:
+        first = summary.first_object
+        instead = (
+            f"the first JSON object ({first.file}:{first.line}) has the "
+            f"keys {_keys_list(first)}"
+        )
+    else:
+        instead = "no line is a JSON object"
+    return (
+        f"no circuit breaker event found in {files} ({counts}): {looked}; "
+        f"{instead}"
+    )
 
 
 def _describe_filters(args: argparse.Namespace) -> str:
@@ -1802,8 +2403,15 @@ def summarize_command(args: argparse.Namespace) -> int:
         return 2
     trips = getattr(args, "flapping_trips", 3)
     window = getattr(args, "flapping_window", 600.0)
-    if not isinstance(trips, int) or trips < 1 or window <= 0:
-        _error("--flapping-trips must be >= 1 and --flapping-window > 0")
+    if (
+        not isinstance(trips, int)
+        or trips < 1
+        or not 0 < window <= _MAX_WINDOW
+    ):
+        _error(
+            "--flapping-trips must be >= 1 and --flapping-window in "
+            f"(0, {_MAX_WINDOW:.0e}]"
+        )
         return 2
     with contextlib.ExitStack() as stack:
         sources: list[tuple[str, IO[bytes]]] = []
@@ -1829,13 +2437,10 @@ def summarize_command(args: argparse.Namespace) -> int:
         except OSError as exc:
             _error(f"cannot read input: {exc.strerror or exc}")
             return 1
+    for problem in summary.problems:
+        _error(f"{problem.file}: {problem.reason}")
     if summary.events == 0:
-        files = ", ".join(args.files)
-        _error(
-            f"no circuit breaker event found in {files}"
-            f"{_describe_filters(args)} ({summary.lines:,} lines read, "
-            f"{summary.skipped:,} skipped)"
-        )
+        _error(_no_event_message(summary, args))
         return 1
     return _write_report(summary, args.format, args.output)
 

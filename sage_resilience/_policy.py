@@ -35,7 +35,12 @@ if TYPE_CHECKING:
 
     from sage_resilience._config import PolicyConfig
 
-__all__ = ["Policy", "RetryHooks", "set_attempt_observer"]
+__all__ = [
+    "PendingVerdict",
+    "Policy",
+    "RetryHooks",
+    "set_attempt_observer",
+]
 
 #: Called with (policy name, seconds) after every attempt that ran; the
 #: metrics module installs one for its latency histogram.
@@ -536,8 +541,13 @@ class Policy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         number: int,
+        defer: bool = False,
     ) -> T:
-        """One attempt with every feature: bulkhead, chaos, slow timing."""
+        """One attempt with every feature: bulkhead, chaos, slow timing.
+
+        With *defer*, a result is not recorded as a success: it comes back
+        as ``(result, PendingVerdict)`` for the caller to settle.
+        """
         gate = self._gate
         ticket = gate.admit()
         bulkhead = s.bulkhead
@@ -574,6 +584,11 @@ class Policy:
             error: BaseException = exc
         else:
             duration = time.perf_counter() - started
+            if defer:
+                if _observer is not None:
+                    _observer(self.name, duration)
+                held: Any = (result, PendingVerdict(self, s, ticket, duration))
+                return held  # type: ignore[no-any-return]
             gate.success(ticket, duration)
             if _observer is not None:
                 _observer(self.name, duration)
@@ -615,6 +630,53 @@ class Policy:
         s = self._s
         return await self._attempt_async(s, fn, args, kwargs, s.attempts)
 
+    async def acall_deferred(
+        self, fn: Callable[[], Awaitable[T]], *, retry: bool = True
+    ) -> tuple[T, PendingVerdict]:
+        """Await ``fn()`` under the policy; its success is settled later.
+
+        For a result whose work goes on after it is returned, such as an
+        HTTP response whose body is still to be read: an exception from
+        ``fn`` is judged, counted and retried as in :meth:`acall`, but a
+        result is not yet a success. It comes back with a
+        :class:`PendingVerdict`; call its :meth:`~PendingVerdict.success`
+        or :meth:`~PendingVerdict.failure` once that work is done (the
+        attempt holds its half-open probe slot until then).
+
+        Args:
+            fn: The attempt, without arguments (``functools.partial``).
+            retry: False for a single attempt (a body that cannot be
+                sent twice): still through the breaker, never retried.
+
+        Returns:
+            ``(result, verdict)``.
+
+        Raises:
+            CircuitOpenError: As :meth:`acall`.
+            Exception: As :meth:`acall`.
+
+        .. versionadded:: 0.2.0
+        """
+        s = self._s
+        started = time.monotonic()
+        number = 1 if retry else s.attempts
+        # With defer=True the engine returns (result, verdict).
+        untyped: Callable[[], Awaitable[Any]] = fn
+        try:
+            held: tuple[T, PendingVerdict] = await self._attempt_async(
+                s, untyped, (), {}, number, defer=True
+            )
+        except BaseException as exc:
+            if not retry:
+                raise
+            error: BaseException = exc
+        else:
+            return held
+        again: tuple[T, PendingVerdict] = await self._aretry(
+            s, error, untyped, (), {}, started, defer=True
+        )
+        return again
+
     async def _aretry(
         self,
         s: _Settings,
@@ -623,6 +685,7 @@ class Policy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         started: float | None = None,
+        defer: bool = False,
     ) -> T:
         """Attempts 2..N through tenacity; attempt 1 already failed."""
         if not self._retryable(s, first):
@@ -639,7 +702,7 @@ class Policy:
                 raise first  # replays attempt 1 so tenacity counts it
             try:
                 return await self._attempt_async(
-                    s, fn, args, kwargs, len(last) + 1
+                    s, fn, args, kwargs, len(last) + 1, defer
                 )
             except CircuitOpenError as refused:
                 if refused.__cause__ is None:
@@ -706,6 +769,34 @@ class Policy:
             raise error
         return self._retry_sync(s, error, fn, args, kwargs, started)
 
+    def call_deferred(
+        self, fn: Callable[[], T], *, retry: bool = True
+    ) -> tuple[T, PendingVerdict]:
+        """Call ``fn()`` under the policy; its success is settled later.
+
+        The sync twin of :meth:`acall_deferred`.
+
+        .. versionadded:: 0.2.0
+        """
+        s = self._s
+        started = time.monotonic()
+        number = 1 if retry else s.attempts
+        untyped: Callable[[], Any] = fn  # (result, verdict) comes back
+        try:
+            held: tuple[T, PendingVerdict] = self._attempt_sync(
+                s, untyped, (), {}, number, None, defer=True
+            )
+        except BaseException as exc:
+            if not retry or not self._retryable(s, exc):
+                raise
+            error: BaseException = exc
+        else:
+            return held
+        again: tuple[T, PendingVerdict] = self._retry_sync(
+            s, error, untyped, (), {}, started, defer=True
+        )
+        return again
+
     def _attempt_sync(
         self,
         s: _Settings,
@@ -714,6 +805,7 @@ class Policy:
         kwargs: dict[str, Any],
         number: int,
         ticket: int | None = None,
+        defer: bool = False,
     ) -> T:
         gate = self._gate
         if ticket is None:
@@ -748,6 +840,12 @@ class Policy:
         except BaseException as exc:
             error: BaseException = exc
         else:
+            if defer:
+                duration = time.perf_counter() - started if timed else 0.0
+                if observer is not None:
+                    observer(self.name, duration)
+                held: Any = (result, PendingVerdict(self, s, ticket, duration))
+                return held  # type: ignore[no-any-return]
             if observer is not None:
                 observer(self.name, time.perf_counter() - started)
             if timed:
@@ -769,6 +867,7 @@ class Policy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         started: float,
+        defer: bool = False,
     ) -> T:
         last = [first]
         attempted: list[bool] = []
@@ -778,7 +877,9 @@ class Policy:
                 attempted.append(True)
                 raise first
             try:
-                return self._attempt_sync(s, fn, args, kwargs, len(last) + 1)
+                return self._attempt_sync(
+                    s, fn, args, kwargs, len(last) + 1, None, defer
+                )
             except CircuitOpenError as refused:
                 if refused.__cause__ is None:
                     refused.__cause__ = last[-1]
@@ -889,6 +990,63 @@ class Policy:
             "before_sleep": before_sleep,
             "exhausted": exhausted,
         }
+
+
+class PendingVerdict:
+    """The outcome, still to come, of an attempt that returned a result.
+
+    Returned by :meth:`Policy.acall_deferred` and
+    :meth:`Policy.call_deferred`. The first call of :meth:`success`,
+    :meth:`failure` or :meth:`release` settles it; later calls do nothing.
+    Thread-safe.
+
+    .. versionadded:: 0.2.0
+    """
+
+    __slots__ = ("_duration", "_lock", "_policy", "_settings", "_ticket")
+
+    def __init__(
+        self, policy: Policy, settings: _Settings, ticket: int, duration: float
+    ) -> None:
+        self._policy: Policy | None = policy
+        self._settings = settings
+        self._ticket = ticket
+        self._duration = duration
+        self._lock = threading.Lock()
+
+    def _take(self) -> Policy | None:
+        with self._lock:
+            policy, self._policy = self._policy, None
+        return policy
+
+    @property
+    def settled(self) -> bool:
+        """Whether the verdict was given."""
+        return self._policy is None
+
+    def success(self) -> None:
+        """The work finished well: a success for the breaker."""
+        policy = self._take()
+        if policy is not None:
+            policy._gate.success(self._ticket, self._duration)
+
+    def failure(self, exc: BaseException) -> None:
+        """The work failed with *exc*: judged as any attempt's error.
+
+        A counted failure counts (never retried: the result was already
+        handed out); a caller fault is a success; a programming error or
+        a cancellation leaves no trace but the freed probe slot.
+        """
+        policy = self._take()
+        if policy is not None:
+            s = self._settings
+            policy._settle(s, self._ticket, exc, self._duration, s.attempts)
+
+    def release(self) -> None:
+        """No verdict: free the attempt's probe slot, count nothing."""
+        policy = self._take()
+        if policy is not None:
+            policy._gate.release(self._ticket)
 
 
 def _describe(exc: BaseException | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 from sage_resilience import CircuitOpenError, PolicyConfig
 from sage_resilience._config import load_config_text
@@ -205,3 +206,111 @@ class TestConfig:
         assert message.startswith("b.yaml:5: policies.api.recovery_backoff")
         assert problem in message
         assert key in message
+
+
+def rate_limited(status: int = 429, retry_after: str | None = "5"):
+    """An httpx2 status error as a client raises it (pure logic)."""
+    request = httpx2.Request("POST", "https://api.test/v1/chat/completions")
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    response = httpx2.Response(status, headers=headers, request=request)
+    return httpx2.HTTPStatusError(
+        f"{status}", request=request, response=response
+    )
+
+
+def failing(exc: BaseException):
+    async def call() -> None:
+        raise exc
+
+    return call
+
+
+class TestRetryAfterOpenTime:
+    async def test_the_opening_answer_sets_the_open_time(self, events):
+        """429 with Retry-After: 5 opens for 5 s, not recovery_timeout."""
+        o = Outage(recovery_timeout=120, recovery_backoff=None)
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(retry_after="5")))
+        status = o.p.status()
+        assert ("open", 5.0, 5.0) == (
+            status["state"],
+            status["current_recovery_timeout"],
+            status["retry_after"],
+        )
+        [opened] = named(events, "circuit_state_changed")
+        assert (5.0, "consecutive_failures") == (
+            opened["open_for"],
+            opened["reason"],
+        )
+
+    async def test_the_circuit_half_opens_when_asked(self):
+        """After the asked wait a probe goes through and closes it."""
+        o = Outage(recovery_timeout=120, recovery_backoff=None)
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(retry_after="1")))
+        o.clock.advance(0.9)
+        with pytest.raises(CircuitOpenError):
+            await o.p.acall(ok)
+        o.clock.advance(0.2)
+        assert ("ok", "closed") == (await o.p.acall(ok), o.p.state)
+
+    async def test_capped_by_recovery_timeout_without_backoff(self):
+        """Retry-After: 3600 opens for recovery_timeout at most."""
+        o = Outage(recovery_timeout=120, recovery_backoff=None)
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(retry_after="3600")))
+        assert 120 == o.open_time
+
+    async def test_capped_by_backoff_max(self):
+        """With recovery_backoff, the cap is max(recovery_timeout, max)."""
+        o = Outage(
+            recovery_timeout=120,
+            recovery_backoff={"multiplier": 2, "max": 600},
+        )
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(retry_after="3600")))
+        assert 600 == o.open_time
+
+    async def test_without_retry_after_the_plan_holds(self, events):
+        """A 503 without Retry-After opens for recovery_timeout."""
+        o = Outage(recovery_timeout=120, recovery_backoff=None)
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(503, retry_after=None)))
+        [opened] = named(events, "circuit_state_changed")
+        assert (120, 120) == (o.open_time, opened["open_for"])
+
+    async def test_only_the_opening_failure_counts(self):
+        """An earlier 429's Retry-After does not set the open time."""
+        o = Outage(
+            failure_threshold=2, recovery_timeout=30, recovery_backoff=None
+        )
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(retry_after="2")))
+        with pytest.raises(Boom):
+            await o.p.acall(boom)
+        assert ("open", 30) == (o.p.state, o.open_time)
+
+    async def test_a_failed_probe_with_retry_after(self):
+        """A probe answered 503 Retry-After: 7 reopens for 7 s."""
+        o = Outage()  # recovery_timeout 10, backoff x2 up to 35
+        await o.trip()
+        o.clock.advance(o.p.status()["retry_after"])
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(503, retry_after="7")))
+        assert ("open", 7) == (o.p.state, o.open_time)
+
+    async def test_the_backoff_plan_is_not_lowered_by_it(self):
+        """After a 1 s Retry-After, a failed probe grows from the plan."""
+        o = Outage()  # 10, then x2 per failed probe
+        with pytest.raises(httpx2.HTTPStatusError):
+            await o.p.acall(failing(rate_limited(retry_after="1")))
+        assert 1 == o.open_time
+        await o.probe(boom)
+        assert 20 == o.open_time
+
+    async def test_forced_open_ignores_it(self, events):
+        """An operator's open has no open_for: it lasts until closed."""
+        o = Outage()
+        o.p.open()
+        [opened] = named(events, "circuit_state_changed")
+        assert ("forced", None) == (opened["reason"], opened.get("open_for"))

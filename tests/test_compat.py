@@ -475,38 +475,42 @@ def await_(coro):
     return asyncio.run(coro)
 
 
+class Calls:
+    """How many times the dependency was called."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def stacked(name: str, attempts: int, threshold: int):
+    """Sage's stacking: @retry over @circuit_breaker on an async function."""
+    calls = Calls()
+
+    @retry(max_attempts=attempts, initial_delay=0.01)
+    @circuit_breaker(name, failure_threshold=threshold)
+    async def save() -> None:
+        calls.n += 1
+        raise ConnectionError("down")
+
+    return save, calls
+
+
 class TestRetryOverBreaker:
     async def test_runs_exactly_attempts_times(self):
         """retry over circuit_breaker: one loop of max_attempts attempts."""
-        calls = 0
-
-        @retry(max_attempts=4, initial_delay=0.01)
-        @circuit_breaker("stacked", failure_threshold=10)
-        async def save() -> None:
-            nonlocal calls
-            calls += 1
-            raise ConnectionError("down")
-
+        save, calls = stacked("stacked", attempts=4, threshold=10)
         with pytest.raises(ConnectionError):
             await save()
-        assert 4 == calls
+        assert 4 == calls.n
         assert 4 == policy("stacked").config.retry.attempts
         assert 3 == policy("stacked").status()["retries"]
 
     async def test_stops_at_the_first_refusal(self):
         """Once the circuit opens, retrying stops with CircuitOpenError."""
-        calls = 0
-
-        @retry(max_attempts=5, initial_delay=0.01)
-        @circuit_breaker("stacked_open", failure_threshold=2)
-        async def save() -> None:
-            nonlocal calls
-            calls += 1
-            raise ConnectionError("down")
-
+        save, calls = stacked("stacked_open", attempts=5, threshold=2)
         with pytest.raises(CircuitOpenError) as info:
             await save()
-        assert 2 == calls
+        assert 2 == calls.n
         assert isinstance(info.value.__cause__, ConnectionError)
 
     async def test_yaml_retry_beats_the_code(self, tmp_path):
@@ -517,18 +521,10 @@ class TestRetryOverBreaker:
             encoding="utf-8",
         )
         configure(path)
-        calls = 0
-
-        @retry(max_attempts=5, initial_delay=0.01)
-        @circuit_breaker("yaml_retry", failure_threshold=10)
-        async def save() -> None:
-            nonlocal calls
-            calls += 1
-            raise ConnectionError("down")
-
+        save, calls = stacked("yaml_retry", attempts=5, threshold=10)
         with pytest.raises(ConnectionError):
             await save()
-        assert 2 == calls
+        assert 2 == calls.n
 
     async def test_filters_and_callbacks(self):
         """retryable_exceptions narrows; before_retry and on_exhausted run."""

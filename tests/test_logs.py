@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import logging
 import random
 import re
 import struct
@@ -19,10 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ecs_logging
 import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pythonjsonlogger.json import JsonFormatter
 from sage_resilience import _logs
 from sage_resilience._logs import (
     add_summarize_arguments,
@@ -37,7 +40,7 @@ from sage_resilience._logs import (
 from tests.support import need_binary
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
 BASE = dt.datetime(2026, 11, 27, 22, 0, tzinfo=dt.UTC)
 
@@ -1081,12 +1084,7 @@ class TestCommand:
         assert "Traceback" not in err
 
     @pytest.mark.parametrize(
-        "argv",
-        [
-            ["--since", "last tuesday"],
-            ["--until", "soon"],
-            ["--since", "2026-11-28T00:00Z", "--until", "2026-11-27T00:00Z"],
-        ],
+        "argv", [["--since", "last tuesday"], ["--until", "soon"]]
     )
     def test_bad_times_exit_2(
         self,
@@ -1094,8 +1092,21 @@ class TestCommand:
         tmp_path: Path,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        """Unparsable or inverted --since/--until: exit 2."""
+        """Unparsable --since/--until: argparse exits 2, one line."""
         path = write(tmp_path / "a.log", REFERENCE)
+        with pytest.raises(SystemExit) as exc:
+            parser().parse_args([path, *argv])
+        out, err = capsys.readouterr()
+        assert (2, "") == (exc.value.code, out)
+        assert 1 == len(err.strip().splitlines())
+        assert "not a time" in err
+
+    def test_inverted_times_exit_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--since after --until: exit 2, one line."""
+        path = write(tmp_path / "a.log", REFERENCE)
+        argv = ["--since", "2026-11-28T00:00Z", "--until", "2026-11-27T00:00Z"]
         code, out, err = run([path, *argv], capsys)
         assert (2, "") == (code, out)
         assert 1 == len(err.strip().splitlines())
@@ -1208,25 +1219,9 @@ class TestRealStructlog:
         }
         assert (5, 0) == (summary.lines, summary.skipped)
 
-    def test_real_policy_run(self, tmp_path: Path) -> None:
+    def test_real_policy_run(self) -> None:
         """Events of a real policy that trips, recovers and trips again."""
-        from sage_resilience import (  # noqa: PLC0415
-            CircuitOpenError,
-            configure,
-            policy,
-        )
-        from sage_resilience._config import load_config_text  # noqa: PLC0415
-
-        config = load_config_text(
-            "version: 1\n"
-            "policies:\n"
-            "  flaky:\n"
-            "    failure_threshold: 2\n"
-            "    recovery_timeout: 0.05\n"
-            "    retry: {attempts: 2}\n"
-        )
         out = io.StringIO()
-        saved = structlog.get_config()
         structlog.configure(
             processors=[
                 structlog.processors.add_log_level,
@@ -1236,35 +1231,663 @@ class TestRealStructlog:
             logger_factory=structlog.PrintLoggerFactory(file=out),
             cache_logger_on_first_use=False,
         )
-        try:
-            configure(config)
-            flaky = policy("flaky")
+        trip_a_real_policy()
+        assert_flaky_story(summary_of(out.getvalue().encode()))
 
-            def fail() -> None:
-                raise ConnectionRefusedError(111, "Connection refused")
 
-            for _ in range(3):
-                with pytest.raises((ConnectionRefusedError, CircuitOpenError)):
-                    flaky.call(fail)
-            time.sleep(0.08)
-            assert "ok" == flaky.call(lambda: "ok")
-            for _ in range(2):
-                with pytest.raises((ConnectionRefusedError, CircuitOpenError)):
-                    flaky.call(fail)
-        finally:
-            structlog.configure(**saved)
-        summary = summary_of(out.getvalue().encode())
-        breaker = summary.to_json()["breakers"]["flaky"]
-        # Two calls failed twice (one retry each) and tripped the circuit.
-        assert (2, "open", 2) == (
-            breaker["trips"],
-            breaker["final_state"],
-            breaker["retries_scheduled"],
+def trip_a_real_policy() -> None:
+    """A real policy trips, recovers and trips again, logging its events.
+
+    Through whatever structlog (or logging) configuration is in force; the
+    conftest resets structlog afterwards.
+    """
+    from sage_resilience import (  # noqa: PLC0415
+        CircuitOpenError,
+        configure,
+        policy,
+    )
+    from sage_resilience._config import load_config_text  # noqa: PLC0415
+
+    config = load_config_text(
+        "version: 1\n"
+        "policies:\n"
+        "  flaky:\n"
+        "    failure_threshold: 2\n"
+        "    recovery_timeout: 0.05\n"
+        "    retry: {attempts: 2}\n"
+    )
+    configure(config)
+    flaky = policy("flaky")
+
+    def fail() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    for _ in range(3):
+        with pytest.raises((ConnectionRefusedError, CircuitOpenError)):
+            flaky.call(fail)
+    time.sleep(0.08)
+    assert "ok" == flaky.call(lambda: "ok")
+    for _ in range(2):
+        with pytest.raises((ConnectionRefusedError, CircuitOpenError)):
+            flaky.call(fail)
+
+
+def assert_flaky_story(summary: _logs.Summary) -> None:
+    """What trip_a_real_policy() logged, as the summary must tell it."""
+    breaker = summary.to_json()["breakers"]["flaky"]
+    # Two calls failed twice (one retry each) and tripped the circuit.
+    assert (2, "open", 2) == (
+        breaker["trips"],
+        breaker["final_state"],
+        breaker["retries_scheduled"],
+    )
+    assert ["open", "half-open", "closed", "open"] == [
+        t["new_state"] for t in summary.to_json()["timeline"]
+    ]
+    assert [
+        {
+            "cause": "ConnectionRefusedError: [Errno <n>] Connection refused",
+            "count": 2,
+        }
+    ] == breaker["top_causes"]
+    assert 0 == summary.skipped
+
+
+# ---------------------------------------------------------------------------
+# Logs of other shapes: python-json-logger, EventRenamer, ECS, stdlib JSON
+
+
+class ScriptedClock(logging.Filter):
+    """Stamps record n at BASE + n * step seconds: known timestamps.
+
+    The formatters read the time from ``record.created`` (and ``msecs``),
+    so every shape below carries the same, known times.
+    """
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        created = (BASE - _logs._EPOCH).total_seconds()
+        created += self.count * self.step
+        self.count += 1
+        record.created = created
+        record.msecs = round(created * 1000) % 1000
+        return True
+
+
+class StdlibJsonFormatter(logging.Formatter):
+    """A hand-written stdlib JSON formatter: ``msg`` and epoch ``ts``."""
+
+    def __init__(self, *, milliseconds: bool = False) -> None:
+        super().__init__()
+        self.milliseconds = milliseconds
+
+    def format(self, record: logging.LogRecord) -> str:
+        standard = logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+        data = {
+            "ts": round(record.created * 1000)
+            if self.milliseconds
+            else record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update(
+            (key, value)
+            for key, value in record.__dict__.items()
+            if key not in standard and key != "message"
         )
-        assert ["open", "half-open", "closed", "open"] == [
-            t["new_state"] for t in summary.to_json()["timeline"]
+        return json.dumps(data)
+
+
+def pjl_asctime() -> logging.Formatter:
+    """python-json-logger with asctime ("2026-11-27 22:00:10,000"), UTC."""
+    formatter = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    formatter.converter = time.gmtime
+    return formatter
+
+
+def pjl_timestamp() -> logging.Formatter:
+    """python-json-logger's own ISO timestamp (+00:00)."""
+    return JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp=True)
+
+
+def pjl_renamed() -> logging.Formatter:
+    """python-json-logger with fields renamed to msg and time."""
+    formatter = JsonFormatter(
+        "%(asctime)s %(message)s",
+        rename_fields={"message": "msg", "asctime": "time"},
+    )
+    formatter.converter = time.gmtime
+    return formatter
+
+
+FORMATTERS = {
+    "python-json-logger asctime": pjl_asctime,
+    "python-json-logger timestamp": pjl_timestamp,
+    "python-json-logger msg/time": pjl_renamed,
+    "ecs-logging stdlib": ecs_logging.StdlibFormatter,
+    "stdlib json ts seconds": StdlibJsonFormatter,
+    "stdlib json ts ms": lambda: StdlibJsonFormatter(milliseconds=True),
+}
+
+
+def emit_story(stdlib_logger: logging.Logger) -> None:
+    """A trip and a recovery, one record every 10 s from BASE.
+
+    The keys are the library's events' (contract section 6), passed as
+    ``extra`` as an application logging through stdlib would.
+    """
+    stdlib_logger.info("service_started", extra={"version": "1.0"})
+    stdlib_logger.warning(
+        "circuit_state_changed",
+        extra={
+            "breaker": "database_connection",
+            "old_state": "closed",
+            "new_state": "open",
+            "reason": "consecutive_failures",
+            "failure_count": 3,
+            "last_failure": REFUSED_1,
+            "platform": "linux",
+        },
+    )
+    stdlib_logger.warning(
+        "retry_scheduled",
+        extra={
+            "breaker": "database_connection",
+            "attempt": 1,
+            "max_attempts": 3,
+            "wait": 0.2,
+            "error": "ConnectionRefusedError: ...",
+        },
+    )
+    stdlib_logger.info(
+        "call_rejected",
+        extra={"breaker": "database_connection", "retry_after": 28},
+    )
+    stdlib_logger.info(
+        "circuit_state_changed",
+        extra={
+            "breaker": "database_connection",
+            "old_state": "open",
+            "new_state": "half-open",
+            "rejected_while_open": 7,
+        },
+    )
+    stdlib_logger.info(
+        "circuit_state_changed",
+        extra={
+            "breaker": "database_connection",
+            "old_state": "half-open",
+            "new_state": "closed",
+        },
+    )
+    stdlib_logger.info("request_finished", extra={"status": 200})
+
+
+STORY = {
+    "lines": 7,
+    "skipped": 0,
+    "skipped_examples": [],
+    "breakers": {
+        "database_connection": {
+            "trips": 1,
+            "time_open_total_s": 30.0,
+            "longest_open_s": 30.0,
+            "final_state": "closed",
+            "rejected": 7,
+            "retries_scheduled": 1,
+            "retries_exhausted": 0,
+            "flapping": False,
+            "top_causes": [{"cause": CAUSE_DB, "count": 1}],
+        }
+    },
+    "timeline": [
+        {
+            "time": "2026-11-27T22:00:10Z",
+            "breaker": "database_connection",
+            "old_state": "closed",
+            "new_state": "open",
+        },
+        {
+            "time": "2026-11-27T22:00:40Z",
+            "breaker": "database_connection",
+            "old_state": "open",
+            "new_state": "half-open",
+        },
+        {
+            "time": "2026-11-27T22:00:50Z",
+            "breaker": "database_connection",
+            "old_state": "half-open",
+            "new_state": "closed",
+        },
+    ],
+}
+
+
+@pytest.fixture
+def stdlib_log(tmp_path: Path) -> Iterator[tuple[logging.Logger, Path]]:
+    """The stdlib logger sage_resilience, writing to a file only.
+
+    Yields the logger and the file; the caller sets the formatter.
+    """
+    path = tmp_path / "app.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    log = logging.getLogger("sage_resilience")
+    saved = (log.level, log.propagate, log.handlers[:])
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield log, path
+    finally:
+        handler.close()
+        log.level, log.propagate, log.handlers[:] = saved
+
+
+class TestLogShapes:
+    """Event name under event/message/msg, time under five keys."""
+
+    @pytest.mark.parametrize("shape", list(FORMATTERS))
+    def test_stdlib_formatters(
+        self,
+        shape: str,
+        stdlib_log: tuple[logging.Logger, Path],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A file written by a real stdlib JSON formatter summarises."""
+        log, path = stdlib_log
+        handler = log.handlers[0]
+        handler.setFormatter(FORMATTERS[shape]())
+        handler.addFilter(ScriptedClock(10))
+        emit_story(log)
+        handler.flush()
+        code, out, err = run([str(path), "--format", "json"], capsys)
+        assert (0, "", STORY) == (code, err, json.loads(out))
+
+    def test_rendered_message_with_event_in_extra(
+        self, stdlib_log: tuple[logging.Logger, Path]
+    ) -> None:
+        """A rendered message ("name key=value ...") and the name under
+        "event" in extra, as the library logs through stdlib logging when
+        structlog is not configured: the event key is read."""
+        log, path = stdlib_log
+        handler = log.handlers[0]
+        handler.setFormatter(pjl_asctime())
+        handler.addFilter(ScriptedClock(10))
+        for state, (old, new) in enumerate(
+            [
+                ("closed", "open"),
+                ("open", "half-open"),
+                ("half-open", "closed"),
+            ]
+        ):
+            keys = {"breaker": "db", "old_state": old, "new_state": new}
+            if state == 1:
+                keys["rejected_while_open"] = 4
+            rendered = " ".join(f"{k}={v!r}" for k, v in keys.items())
+            log.info(
+                "%s",
+                f"circuit_state_changed {rendered}",
+                extra={"event": "circuit_state_changed", **keys},
+            )
+        handler.flush()
+        with path.open("rb") as stream:
+            breaker = summarize([("app.log", stream)]).breakers["db"]
+        assert (1, 10.0, 4, "closed") == (
+            breaker.trips,
+            breaker.time_open_total_s,
+            breaker.rejected,
+            breaker.final_state,
+        )
+
+    def test_the_shapes_are_what_they_claim(
+        self, stdlib_log: tuple[logging.Logger, Path]
+    ) -> None:
+        """Each formatter really puts the name and time where we say."""
+        log, path = stdlib_log
+        handler = log.handlers[0]
+        handler.addFilter(ScriptedClock(10))
+        keys = {}
+        for shape, make in FORMATTERS.items():
+            handler.setFormatter(make())
+            log.warning("circuit_state_changed", extra={"breaker": "x"})
+            handler.flush()
+            last = path.read_text(encoding="utf-8").splitlines()[-1]
+            obj = json.loads(last)
+            keys[shape] = (
+                next(k for k in ("event", "message", "msg") if k in obj),
+                next(k for k in _logs.TIME_KEYS if k in obj),
+            )
+        assert {
+            "python-json-logger asctime": ("message", "asctime"),
+            "python-json-logger timestamp": ("message", "timestamp"),
+            "python-json-logger msg/time": ("msg", "time"),
+            "ecs-logging stdlib": ("message", "@timestamp"),
+            "stdlib json ts seconds": ("msg", "ts"),
+            "stdlib json ts ms": ("msg", "ts"),
+        } == keys
+
+    def test_real_policy_through_stdlib_and_python_json_logger(
+        self, stdlib_log: tuple[logging.Logger, Path]
+    ) -> None:
+        """structlog -> stdlib -> python-json-logger (asctime) -> file."""
+        log, path = stdlib_log
+        handler = log.handlers[0]
+        handler.setFormatter(pjl_asctime())
+        # asctime has millisecond resolution: a scripted clock keeps
+        # the retries (same attempt, same error) one from the other.
+        handler.addFilter(ScriptedClock(0.25))
+        structlog.configure(
+            processors=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.render_to_log_kwargs,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=False,
+        )
+        trip_a_real_policy()
+        handler.flush()
+        trip = next(
+            json.loads(text)
+            for text in path.read_text(encoding="utf-8").splitlines()
+            if "circuit_state_changed" in text
+        )
+        assert {"asctime", "message", "breaker"} <= set(trip)
+        assert "event" not in trip
+        with path.open("rb") as stream:
+            assert_flaky_story(summarize([("app.log", stream)]))
+
+    def test_real_policy_with_event_renamer(self) -> None:
+        """structlog with EventRenamer("message") and epoch seconds."""
+        out = io.StringIO()
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt=None, key="ts"),
+                structlog.processors.EventRenamer("message"),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(file=out),
+            cache_logger_on_first_use=False,
+        )
+        trip_a_real_policy()
+        first = json.loads(out.getvalue().splitlines()[0])
+        assert "event" not in first
+        assert isinstance(first["ts"], float)
+        assert_flaky_story(summary_of(out.getvalue().encode()))
+
+    def test_real_policy_with_ecs_structlog_formatter(self) -> None:
+        """structlog with ecs-logging's formatter (@timestamp, log.level)."""
+        out = io.StringIO()
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                ecs_logging.StructlogFormatter(),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(file=out),
+            cache_logger_on_first_use=False,
+        )
+        trip_a_real_policy()
+        first = json.loads(out.getvalue().splitlines()[0])
+        assert {"@timestamp", "log.level", "message"} <= set(first)
+        assert_flaky_story(summary_of(out.getvalue().encode()))
+
+    @pytest.mark.parametrize(
+        ("keys", "expected_us"),
+        [
+            ({"event": "circuit_state_changed", "timestamp": at(10)}, 10),
+            ({"message": "circuit_state_changed", "time": at(10)}, 10),
+            ({"msg": "circuit_state_changed", "ts": at(10)}, 10),
+            (
+                {"message": "circuit_state_changed", "@timestamp": at(10)},
+                10,
+            ),
+            (
+                {
+                    "message": "circuit_state_changed",
+                    "asctime": "2026-11-27 22:00:10,250",
+                },
+                10.25,
+            ),
+            (
+                {
+                    "message": "circuit_state_changed",
+                    "@timestamp": "2026-11-27T23:00:10.5+01:00",
+                },
+                10.5,
+            ),
+            # ECS keeps an object under "event": the message names it.
+            (
+                {
+                    "event": {"dataset": "sage.app", "kind": "event"},
+                    "message": "circuit_state_changed",
+                    "@timestamp": at(10),
+                },
+                10,
+            ),
+            # A duration under "time" does not hide the real time.
+            (
+                {
+                    "msg": "circuit_state_changed",
+                    "time": 0.25,
+                    "asctime": "2026-11-27 22:00:10,000",
+                },
+                10,
+            ),
+        ],
+    )
+    def test_keys(self, keys: dict[str, Any], expected_us: float) -> None:
+        """Each place for the name and the time is read."""
+        data = {"breaker": "db", "old_state": "closed", "new_state": "open"}
+        data.update(keys)
+        summary = summary_of([json.dumps(data)])
+        assert [(BASE + dt.timedelta(seconds=expected_us), "open")] == [
+            (_logs._EPOCH + dt.timedelta(microseconds=t.time_us), t.new_state)
+            for t in summary.timeline
         ]
-        assert "ConnectionRefusedError" in breaker["top_causes"][0]["cause"]
+
+    def test_message_that_is_not_a_name(self) -> None:
+        """A message merely containing an event name is no event."""
+        log = [
+            json.dumps(
+                {
+                    "message": "circuit_state_changed for db",
+                    "breaker": "db",
+                    "new_state": "open",
+                    "asctime": "2026-11-27 22:00:10,000",
+                }
+            )
+        ]
+        assert 0 == summary_of(log).events
+
+    def test_non_event_lines_give_the_period(self) -> None:
+        """asctime, @timestamp, ts of ordinary lines bound the period."""
+        log = [
+            json.dumps({"msg": "boot", "asctime": "2026-11-27 22:00:00,000"}),
+            json.dumps(
+                {
+                    "message": "circuit_state_changed",
+                    "breaker": "db",
+                    "old_state": "closed",
+                    "new_state": "open",
+                    "@timestamp": at(10),
+                }
+            ),
+            json.dumps({"message": "tick", "@timestamp": at(70)}),
+            json.dumps({"msg": "bye", "ts": at(100)}),
+        ]
+        summary = summary_of(log)
+        assert (0, 100.0) == (
+            summary.start_us - parse_timestamp(at(0)),
+            summary.breakers["db"].time_open_total_s + 10,
+        )
+
+
+class TestSortableShapes:
+    """Ordinary lines' times compared as bytes, exactly as if parsed."""
+
+    @pytest.mark.parametrize("form", [0, 4, 5, 6])
+    @pytest.mark.parametrize(
+        ("extra", "expected_start", "expected_end"),
+        [
+            # Every line inside the window: the period is the lines' span.
+            ((), 10.001, 29.999),
+            # A line half a millisecond before --since, or after --until:
+            # the period is widened to that bound.
+            ((10.000,), 10.0005, 29.999),
+            ((30.000,), 10.001, 29.9995),
+            ((10.000, 30.000), 10.0005, 29.9995),
+        ],
+    )
+    def test_window_edges(
+        self,
+        form: int,
+        extra: tuple[float, ...],
+        expected_start: float,
+        expected_end: float,
+    ) -> None:
+        """Lines a fraction of the shape's resolution off the bounds."""
+        base = parse_timestamp(at(0))
+        assert base is not None
+        times = [10.001, 20.0, 29.999, *extra]
+        log = [
+            json.dumps({"msg": "tick", **stamp(base + round(t * 1e6), form)})
+            for t in times
+        ]
+        log.append(change(15, "db", "closed", "open"))
+        for block in (1 << 20, 64):  # one block; a block per line or two
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(_logs, "_BLOCK", block)
+                summary = summary_of(log, since=at(10.0005), until=at(29.9995))
+            assert (expected_start, expected_end) == (
+                (summary.start_us - base) / 1e6,
+                (summary.end_us - base) / 1e6,
+            )
+
+    def test_garbage_in_the_shape_is_read_exactly(self) -> None:
+        """A value shaped like a time but not one is not a time."""
+        log = [
+            json.dumps({"msg": "a", "asctime": "2026-11-27 22:00:01,000"}),
+            json.dumps({"msg": "b", "asctime": "2026-19-99 99:99:99,999"}),
+            json.dumps({"msg": "c", "asctime": "2026-11-27 22:00:09,000"}),
+            change(5, "db", "closed", "open"),
+        ]
+        summary = summary_of(log)
+        assert (1.0, 9.0) == (
+            (summary.start_us - parse_timestamp(at(0))) / 1e6,
+            (summary.end_us - parse_timestamp(at(0))) / 1e6,
+        )
+
+
+class TestNoEventMessage:
+    """Exit 1 names the keys looked for and the keys found instead."""
+
+    LOOKED_FOR = (
+        "looked for the event name (call_rejected, circuit_state_changed, "
+        'retry_exhausted, retry_scheduled) under "event", "message" or '
+        '"msg" and the time under "timestamp", "time", "ts", "@timestamp" '
+        'or "asctime"'
+    )
+
+    def message(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        lines: list[str],
+        *options: str,
+    ) -> str:
+        path = write(tmp_path / "app.log", lines)
+        code, out, err = run([path, *options], capsys)
+        assert (1, "", 1) == (code, out, len(err.splitlines()))
+        return err.strip().replace(path, "app.log")
+
+    def test_first_keys(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No event anywhere: the first JSON object's keys."""
+        log = [
+            "starting",
+            json.dumps({"when": at(0), "lvl": "info", "text": "hello"}),
+            json.dumps({"when": at(1), "text": "bye"}),
+        ]
+        assert (
+            "sage-resilience logs summarize: no circuit breaker event found "
+            f"in app.log (3 lines read, 1 skipped): {self.LOOKED_FOR}; the "
+            'first JSON object (app.log:2) has the keys "when", "lvl", "text"'
+        ) == self.message(tmp_path, capsys, log)
+
+    def test_event_name_under_another_key(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An event name under an unknown key: that key is named."""
+        log = [
+            json.dumps({"when": at(0), "text": "hello"}),
+            json.dumps(
+                {
+                    "when": at(1),
+                    "evt": "circuit_state_changed",
+                    "breaker": "db",
+                }
+            ),
+        ]
+        assert (
+            "sage-resilience logs summarize: no circuit breaker event found "
+            f"in app.log (2 lines read, 0 skipped): {self.LOOKED_FOR}; "
+            'app.log:2 has an event name under the key "evt"; its keys: '
+            '"when", "evt", "breaker"'
+        ) == self.message(tmp_path, capsys, log)
+
+    def test_time_under_another_key(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Events without a known time key: the reason and their keys."""
+        log = [
+            json.dumps(
+                {"event": "circuit_state_changed", "breaker": "db", "at": 5}
+            )
+        ] * 2
+        assert (
+            "sage-resilience logs summarize: no circuit breaker event found "
+            "in app.log (2 lines read, 2 skipped): 2 lines name one but "
+            "were skipped; the first, app.log:1, missing timestamp; looked "
+            'for the time under "timestamp", "time", "ts", "@timestamp" or '
+            '"asctime"; its keys: "event", "breaker", "at"'
+        ) == self.message(tmp_path, capsys, log)
+
+    def test_nothing_like_json(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Plain text only: said so."""
+        assert self.message(tmp_path, capsys, ["a", "b"]).endswith(
+            f"{self.LOOKED_FOR}; no line is a JSON object"
+        )
+
+    def test_filters_keep_their_message(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Events there but filtered out: the filters are named instead."""
+        message = self.message(
+            tmp_path, capsys, REFERENCE, "--breaker", "nope"
+        )
+        assert (
+            "sage-resilience logs summarize: no circuit breaker event found "
+            "in app.log for breaker nope (14 lines read, 1 skipped)"
+        ) == message
+
+    def test_keys_cannot_steer_the_terminal(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Keys from the log are escaped in the message."""
+        log = [json.dumps({"\x1b]0;owned\x07": 1, "\u202eabc": 2})]
+        message = self.message(tmp_path, capsys, log)
+        assert "\x1b" not in message
+        assert "\u202e" not in message
+        assert '"\\u001b]0;owned\\u0007", "\\u202eabc"' in message
 
 
 LAST_NIGHT = Path(__file__).parent / "data" / "logs" / "last-night.log.gz"
@@ -1339,6 +1962,546 @@ class TestLastNight:
 
 
 # ---------------------------------------------------------------------------
+# Hostile input: a bad line is skipped and counted, never a traceback
+
+
+def event_line(**keys: Any) -> str:
+    """A circuit_state_changed line at 50 s, with *keys* overriding."""
+    data: dict[str, Any] = {
+        "event": "circuit_state_changed",
+        "breaker": "db",
+        "old_state": "open",
+        "new_state": "half-open",
+        "timestamp": at(50),
+    }
+    data.update(keys)
+    return json.dumps(data)
+
+
+def with_raw(text: str, key: str, raw: str) -> str:
+    """*text* with the JSON value of *key* replaced by *raw* JSON text."""
+    return re.sub(rf'"{key}": [^,}}]+', f'"{key}": {raw}', text, count=1)
+
+
+DEEP = 100_000
+HOSTILE_LINES: dict[str, tuple[bytes, str | None]] = {
+    "nested event": (
+        (
+            '{"event": "circuit_state_changed", "breaker": "db", "x": '
+            + "[" * DEEP
+            + "]" * DEEP
+            + "}"
+        ).encode(),
+        "JSON nested too deeply",
+    ),
+    "nested array": (
+        ("[" * DEEP + "]" * DEEP).encode(),
+        "JSON nested too deeply",
+    ),
+    "nested ordinary object": (
+        ('{"event": "tick", "x": ' + "[" * DEEP + "]" * DEEP + "}").encode(),
+        None,
+    ),
+    "year 0 after the offset": (
+        event_line(timestamp="0001-01-01T00:00:00+01:00").encode(),
+        "unparsable timestamp",
+    ),
+    "year 10000 after the offset": (
+        event_line(timestamp="9999-12-31T23:59:59-01:00").encode(),
+        "unparsable timestamp",
+    ),
+    "epoch 1e30": (
+        with_raw(event_line(), "timestamp", "1e30").encode(),
+        "unparsable timestamp",
+    ),
+    "epoch 4000 digits": (
+        with_raw(event_line(), "timestamp", "9" * 4000).encode(),
+        "unparsable timestamp",
+    ),
+    "epoch NaN": (
+        with_raw(event_line(), "timestamp", "NaN").encode(),
+        "unparsable timestamp",
+    ),
+    "epoch text 30 digits": (
+        event_line(timestamp="9" * 30).encode(),
+        "unparsable timestamp",
+    ),
+    "epoch text -.5": (
+        event_line(timestamp="-.5").encode(),
+        "unparsable timestamp",
+    ),
+    "rejected 4000 digits": (
+        with_raw(
+            event_line(rejected_while_open=0),
+            "rejected_while_open",
+            "9" * 4000,
+        ).encode(),
+        "circuit_state_changed with rejected_while_open out of range",
+    ),
+    "rejected 1e400": (
+        with_raw(
+            event_line(rejected_while_open=0), "rejected_while_open", "1e400"
+        ).encode(),
+        "circuit_state_changed with rejected_while_open out of range",
+    ),
+    "a number of 5000 digits": (
+        with_raw(
+            event_line(failure_count=0), "failure_count", "9" * 5000
+        ).encode(),
+        "invalid JSON (a number too long)",
+    ),
+    "not an object": (b'["circuit_state_changed", "db"]', "not a JSON object"),
+    "a string": (b'"circuit_state_changed"', "not a JSON object"),
+    "invalid UTF-8": (
+        event_line()
+        .replace('"db"', '"db\\u0000"')
+        .encode()
+        .replace(b"\\u0000", b"\xff\xfe"),
+        "not UTF-8",
+    ),
+    "breaker of 10k characters": (
+        event_line(breaker="b" * 10_000).encode(),
+        "circuit_state_changed with a breaker name too long",
+    ),
+    "breaker not a string": (
+        event_line(breaker={"name": "db"}).encode(),
+        "circuit_state_changed without a breaker",
+    ),
+    "state of 1 MB": (
+        event_line(new_state="open" * 250_000).encode(),
+        "circuit_state_changed with an invalid new_state",
+    ),
+    "state a list": (
+        event_line(new_state=["open"]).encode(),
+        "circuit_state_changed with an invalid new_state",
+    ),
+    "event an unhashable list": (
+        event_line(event=["circuit_state_changed"]).encode(),
+        None,
+    ),
+    "retry with deep keys": (
+        (
+            '{"event": "retry_scheduled", "breaker": "db", "timestamp": "'
+            + at(50)
+            + '", "attempt": '
+            + "[" * 900
+            + "]" * 900
+            + "}"
+        ).encode(),
+        "maybe",  # counted as a retry, or skipped as too deep: never fatal
+    ),
+    "ordinary line with a time past 9999": (
+        b'{"event": "tick", "timestamp": "9999-12-31T23:59:59-01:00"}',
+        None,
+    ),
+    "ordinary line with a huge epoch": (
+        b'{"event": "tick", "ts": ' + b"9" * 5000 + b"}",
+        None,
+    ),
+    "binary": (bytes(set(range(256)) - {10}), "not JSON"),
+}
+
+
+class TestHostileLines:
+    """Whatever one line holds, it is skipped or used: never fatal."""
+
+    GOOD = (
+        change(0, "db", "closed", "open"),
+        change(100, "db", "open", "closed"),
+    )
+
+    @pytest.mark.parametrize("case", list(HOSTILE_LINES))
+    def test_line_skipped_and_counted(self, case: str) -> None:
+        """The bad line is skipped (with its reason) or ignored; the
+        events around it are summarised as without it."""
+        bad, reason = HOSTILE_LINES[case]
+        data = text_of(self.GOOD[:1]) + bad + b"\n" + text_of(self.GOOD[1:])
+        summary = summary_of(data)
+        clean = summary_of(self.GOOD)
+        if reason == "maybe":
+            assert summary.skipped in {0, 1}
+        elif reason is None:
+            assert (0, []) == (summary.skipped, list(summary.skipped_examples))
+        else:
+            assert [(2, reason)] == [
+                (e.line, e.reason) for e in summary.skipped_examples
+            ]
+        assert (
+            3,
+            clean.to_json()["timeline"],
+            clean.start_us,
+            clean.end_us,
+        ) == (
+            summary.lines,
+            summary.to_json()["timeline"],
+            summary.start_us,
+            summary.end_us,
+        )
+        # Every output can be produced and written out as UTF-8.
+        for text in (
+            render_table(summary),
+            render_html(summary),
+            json.dumps(summary.to_json(), ensure_ascii=False),
+        ):
+            text.encode("utf-8")
+
+    def test_all_at_once_through_the_command(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Every hostile line in one file: exit 0 and each counted."""
+        path = tmp_path / "hostile.log"
+        lines = [bad for bad, _ in HOSTILE_LINES.values()]
+        path.write_bytes(
+            text_of(self.GOOD[:1])
+            + b"\n".join(lines)
+            + b"\n"
+            + text_of(self.GOOD[1:])
+        )
+        for fmt in ("table", "html", "json"):
+            target = tmp_path / f"report.{fmt}"
+            code, out, err = run(
+                [str(path), "--format", fmt, "--output", str(target)], capsys
+            )
+            assert (0, "") == (code, out)
+            assert "Traceback" not in err
+        report = json.loads(
+            (tmp_path / "report.json").read_text(encoding="utf-8")
+        )
+        bad = sum(1 for _, reason in HOSTILE_LINES.values() if reason)
+        assert bad - report["skipped"] in {0, 1}  # the "maybe" line
+        assert ("db", 1) == (
+            next(iter(report["breakers"])),
+            report["breakers"]["db"]["trips"],
+        )
+
+    def test_lone_surrogates_are_written_escaped(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A name with a lone surrogate (a bad JSON escape) still prints."""
+        # json.dumps(chr(0xD800)) is the six characters \ud800 in quotes:
+        # valid JSON that decodes to a string UTF-8 cannot encode.
+        log = [
+            change(0, chr(0xD800), "closed", "open").replace(
+                '"\\ud800"', '"db\\ud800"'
+            ),
+            change(1, "x", "closed", "open", last_failure="E: " + chr(0xDCFF)),
+        ]
+        assert '"db\\ud800"' in log[0]
+        assert '"E: \\udcff"' in log[1]
+        path = write(tmp_path / "a.log", log)
+        code, out, err = run([str(path), "--format", "json"], capsys)
+        assert (0, "") == (code, err)
+        report = json.loads(out)
+        assert ["db\\ud800", "x"] == sorted(report["breakers"])
+        assert (
+            "E: \\udcff" == report["breakers"]["x"]["top_causes"][0]["cause"]
+        )
+
+    def test_times_outside_the_calendar_never_reach_the_report(self) -> None:
+        """A since of year 500 works; years 1 and 9999 are fine."""
+        log = [line(0, "boot"), change(5, "db", "closed", "open")]
+        summary = summary_of(log, since="0500-01-01T00:00:00Z")
+        assert (parse_timestamp(at(0)), 1) == (
+            summary.start_us,
+            len(summary.timeline),
+        )
+        edges = [
+            json.dumps({"event": "a", "timestamp": "0001-01-01T00:00:00Z"}),
+            json.dumps(
+                {
+                    "event": "circuit_state_changed",
+                    "breaker": "db",
+                    "old_state": "closed",
+                    "new_state": "open",
+                    "timestamp": "0001-01-01T00:00:01Z",
+                }
+            ),
+            json.dumps(
+                {"event": "b", "timestamp": "9999-12-31T23:59:59.999999Z"}
+            ),
+        ]
+        summary = summary_of(edges)
+        render_html(summary)
+        assert ("0001-01-01T00:00:01Z", 1) == (
+            summary.timeline[0].time,
+            summary.breakers["db"].trips,
+        )
+
+    def test_huge_counts_do_not_overflow_the_report(self) -> None:
+        """rejected_while_open up to 2**53 adds up and prints."""
+        log = [
+            change(0, "db", "closed", "open"),
+            change(1, "db", "open", "half-open", rejected=2**53),
+            change(2, "db", "half-open", "open"),
+            change(3, "db", "open", "half-open", rejected=2**53),
+        ]
+        summary = summary_of(log)
+        assert 2**54 == summary.breakers["db"].rejected
+        assert f"{2**54:,}" in render_table(summary)
+
+    def test_long_failure_message_in_bounded_time(
+        self, tmp_path: Path
+    ) -> None:
+        """A trip whose last_failure is 5 MB (or 100k letters) is quick.
+
+        Run in a child process with a timeout: redaction of the whole
+        message was quadratic (minutes), a regression must not hang here.
+        """
+        path = tmp_path / "long.log"
+        log = [
+            change(
+                0, "db", "closed", "open", last_failure="E: " + "a" * 100_000
+            ),
+            change(1, "db", "open", "closed"),
+            change(
+                2,
+                "db",
+                "closed",
+                "open",
+                last_failure="F: " + "b" * 5_000_000,
+            ),
+        ]
+        write(path, log)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sage_resilience.cli",
+                "logs",
+                "summarize",
+                str(path),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (0, "") == (done.returncode, done.stderr)
+        assert [
+            {"cause": "E: …", "count": 1},
+            {"cause": "F: …", "count": 1},
+        ] == json.loads(done.stdout)["breakers"]["db"]["top_causes"]
+
+    def test_cause_is_cut_at_a_space(self) -> None:
+        """A long message is cut between words, no half token kept."""
+        text = "OSError: " + "word " * 300 + "postgresql://u:hunter2@db/x"
+        cause = normalise_cause(text)
+        assert "hunter" not in cause
+        assert cause.startswith("OSError: word word")
+        assert cause.endswith("…")
+
+
+class TestGzipBomb:
+    """Decompression stops at a ratio no log reaches."""
+
+    @staticmethod
+    def bomb(members: int) -> bytes:
+        """*members* gzip members of 16 MiB of newlines (about 1000x)."""
+        return gzip.compress(b"\n" * (16 << 20), 9) * members
+
+    def test_rest_skipped_after_a_bomb(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Events before the bomb are used; the rest is skipped, said so."""
+        monkeypatch.setattr(_logs, "_GZIP_FREE", 1 << 20)
+        data = gzip.compress(text_of(REFERENCE)) + self.bomb(1)
+        summary = summary_of(data)
+        assert EXPECTED["breakers"] == summary.to_json()["breakers"]
+        assert summary.lines < 4 << 20  # far from the 16 MiB of lines
+        reason = (
+            "gzip data expanding more than 100 times (a decompression "
+            "bomb?): the rest of the file is not read"
+        )
+        assert reason == summary.skipped_examples[-1].reason
+        assert [("a.log", reason)] == [
+            (p.file, p.reason) for p in summary.problems
+        ]
+
+    def test_ordinary_gzip_is_read_whole(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no free allowance at all, a real log still reads whole."""
+        monkeypatch.setattr(_logs, "_GZIP_FREE", 0)
+        assert (
+            EXPECTED
+            == summary_of(gzip.compress(text_of(REFERENCE), 9)).to_json()
+        )
+        with LAST_NIGHT.open("rb") as stream:
+            summary = summarize([("last-night.log.gz", stream)])
+        assert (749, ()) == (summary.lines, summary.problems)
+
+    def test_bomb_in_a_child_process(self, tmp_path: Path) -> None:
+        """4 GiB of newlines in 4 MB: stopped quickly, exit 0, one note.
+
+        Without the cap this takes minutes; the timeout catches that.
+        """
+        path = tmp_path / "bomb.log.gz"
+        path.write_bytes(gzip.compress(text_of(REFERENCE)) + self.bomb(256))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sage_resilience.cli",
+                "logs",
+                "summarize",
+                str(path),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert 0 == done.returncode
+        assert EXPECTED["breakers"] == json.loads(done.stdout)["breakers"]
+        note = (
+            f"sage-resilience logs summarize: {path}: gzip data expanding "
+            "more than 100 times (a decompression bomb?): the rest of the "
+            "file is not read"
+        )
+        assert [note] == done.stderr.splitlines()
+
+
+class TestArguments:
+    """Every bad argument: exit 2, one line, no traceback."""
+
+    @pytest.mark.parametrize(
+        ("argv", "expected"),
+        [
+            (["--since", "9" * 30], "argument --since: not a time"),
+            (["--since", "99999999999999d"], "is before the year 1"),
+            (["--since", "9" * 400 + "s"], "argument --since: not a time"),
+            (["--until", "9999-12-31T23:59:59-01:00"], "argument --until"),
+            (["--until", "10000-01-01"], "argument --until"),
+            (["--since", "\x1b[2Jsoon"], "not a time: '\\x1b[2Jsoon'"),
+            (["--flapping-window", "1e308"], "argument --flapping-window"),
+            (["--flapping-window", "nan"], "argument --flapping-window"),
+            (["--flapping-window", "inf"], "argument --flapping-window"),
+            (["--flapping-trips", "9" * 5000], "argument --flapping-trips"),
+            (["--flapping-trips", "-1"], "argument --flapping-trips"),
+            (["--format", "xml"], "argument --format: invalid choice"),
+        ],
+    )
+    def test_exit_2_one_line(
+        self,
+        argv: list[str],
+        expected: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The real command line refuses it in one line."""
+        from sage_resilience.cli import main  # noqa: PLC0415
+
+        path = write(tmp_path / "a.log", REFERENCE)
+        with pytest.raises(SystemExit) as exc:
+            main(["logs", "summarize", path, *argv])
+        out, err = capsys.readouterr()
+        assert (2, "", 1) == (exc.value.code, out, len(err.splitlines()))
+        assert err.startswith("sage-resilience logs summarize: error: ")
+        assert expected in err
+        assert "\x1b" not in err
+
+    def test_unknown_option(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unknown option: exit 2 from the main parser, no traceback."""
+        from sage_resilience.cli import main  # noqa: PLC0415
+
+        path = write(tmp_path / "a.log", REFERENCE)
+        with pytest.raises(SystemExit) as exc:
+            main(["logs", "summarize", path, "--nope"])
+        _, err = capsys.readouterr()
+        assert 2 == exc.value.code
+        assert "unrecognized arguments: --nope" in err
+        assert "Traceback" not in err
+
+    def test_missing_file_argument(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No FILE at all: exit 2, one line."""
+        from sage_resilience.cli import main  # noqa: PLC0415
+
+        with pytest.raises(SystemExit) as exc:
+            main(["logs", "summarize"])
+        _, err = capsys.readouterr()
+        assert (2, 1) == (exc.value.code, len(err.splitlines()))
+        assert "the following arguments are required: FILE" in err
+
+    def test_help_still_works(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--help prints the usage, exit 0."""
+        from sage_resilience.cli import main  # noqa: PLC0415
+
+        with pytest.raises(SystemExit) as exc:
+            main(["logs", "summarize", "--help"])
+        out, _ = capsys.readouterr()
+        assert 0 == exc.value.code
+        assert "--flapping-window" in out
+
+    def test_api_refuses_absurd_flapping_values(self) -> None:
+        """summarize() raises ValueError, not OverflowError, on them."""
+        for options in (
+            {"flapping_window": 1e308},
+            {"flapping_window": float("nan")},
+            {"flapping_trips": 0},
+            {"flapping_trips": True},
+        ):
+            with pytest.raises(ValueError, match="flapping"):
+                summary_of(REFERENCE, **options)
+        with pytest.raises(ValueError, match="years 1 to 9999"):
+            summary_of(
+                REFERENCE,
+                since=dt.datetime(
+                    9999,
+                    12,
+                    31,
+                    23,
+                    tzinfo=dt.timezone(-dt.timedelta(hours=2)),
+                ),
+            )
+
+
+class TestTerminalEscapes:
+    """No text from the logs reaches the terminal raw."""
+
+    EVIL = "\x1b[2J\x1b]0;pwned\x07\x9b31m\u202egnp.exe\r"
+
+    def test_every_field_of_the_table(self) -> None:
+        """Names, states, causes and file names are shown escaped."""
+        log = [
+            change(
+                0,
+                f"db{self.EVIL}",
+                "closed",
+                "open",
+                last_failure=f"E: {self.EVIL}",
+            ),
+            change(1, "x", "closed", f"weird{self.EVIL}"),
+        ]
+        sources = [(f"app{self.EVIL}.log", io.BytesIO(text_of(log)))]
+        table = render_table(summarize(sources))
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e", "\r"):
+            assert raw not in table
+        assert (
+            "db\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\u202egnp.exe\\x0d" in table
+        )
+
+    def test_error_messages(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file name with escapes, in an error: escaped."""
+        missing = str(tmp_path / f"no{self.EVIL}.log")
+        code, _, err = run([missing], capsys)
+        assert 1 == code
+        assert "\x1b" not in err
+        assert "\\x1b[2J" in err
+
+
+# ---------------------------------------------------------------------------
 # Generated logs against a brute-force model
 
 
@@ -1349,18 +2512,35 @@ NEXT_STATES = {
 }
 
 
-def stamp(us: int, form: int) -> object:
-    """A timestamp in one of the forms logs use."""
+STAMP_FORMS = 7
+
+
+def stamp(us: int, form: int) -> dict[str, object]:
+    """A time key and value in one of the forms logs use (us in ms)."""
     moment = _logs._EPOCH + dt.timedelta(microseconds=us)
-    if form == 0:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ms = f"{moment.microsecond // 1000:03d}"
+    if form == 0:  # structlog TimeStamper(fmt="iso", utc=True)
+        return {"timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
     if form == 1:
-        return moment.astimezone(
-            dt.timezone(dt.timedelta(hours=2))
-        ).isoformat()
+        offset = dt.timezone(dt.timedelta(hours=2))
+        return {"timestamp": moment.astimezone(offset).isoformat()}
     if form == 2:
-        return us / 1_000_000 if us % 1000 == 0 else moment.isoformat()
-    return moment.replace(tzinfo=None).isoformat(sep=" ")
+        return {
+            "timestamp": us / 1_000_000
+            if us % 1000 == 0
+            else moment.isoformat()
+        }
+    if form == 4:  # python logging's asctime (UTC converter)
+        return {"asctime": moment.strftime("%Y-%m-%d %H:%M:%S,") + ms}
+    if form == 5:  # ecs-logging
+        return {"@timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.") + ms + "Z"}
+    if form == 6:  # python-json-logger timestamp=True
+        return {"timestamp": moment.isoformat(timespec="microseconds")}
+    return {"timestamp": moment.replace(tzinfo=None).isoformat(sep=" ")}
+
+
+STAMP_FORM = st.integers(0, STAMP_FORMS - 1)
+EVENT_KEY = st.sampled_from(_logs.EVENT_KEYS)
 
 
 @st.composite
@@ -1401,11 +2581,11 @@ def generated_logs(draw: st.DrawFn) -> dict[str, Any]:
                     when,
                     json.dumps(
                         {
-                            "event": "retry_scheduled",
+                            draw(EVENT_KEY): "retry_scheduled",
                             "breaker": name,
                             "attempt": index,
                             "wait": index / 10,
-                            "timestamp": stamp(when, 0),
+                            **stamp(when, draw(STAMP_FORM)),
                         }
                     ),
                 )
@@ -1417,12 +2597,12 @@ def generated_logs(draw: st.DrawFn) -> dict[str, Any]:
                     when,
                     json.dumps(
                         {
-                            "event": "circuit_state_changed",
+                            draw(EVENT_KEY): "circuit_state_changed",
                             "breaker": name,
                             "old_state": old,
                             "new_state": new,
                             "last_failure": "OSError: refused",
-                            "timestamp": stamp(when, draw(st.integers(0, 3))),
+                            **stamp(when, draw(STAMP_FORM)),
                         }
                     ),
                 )
@@ -1438,10 +2618,13 @@ def generated_logs(draw: st.DrawFn) -> dict[str, Any]:
         }
     tail = end + draw(st.integers(0, 5_000)) * 1000
     entries.append(
-        (start, json.dumps({"event": "boot", "timestamp": stamp(start, 0)}))
+        (
+            start,
+            json.dumps({"event": "boot", **stamp(start, draw(STAMP_FORM))}),
+        )
     )
     entries.append(
-        (tail, json.dumps({"event": "bye", "timestamp": stamp(tail, 3)}))
+        (tail, json.dumps({"msg": "bye", **stamp(tail, draw(STAMP_FORM))}))
     )
     for info in model.values():
         if info["open_since"] is not None:
@@ -1528,6 +2711,92 @@ class TestGeneratedLogs:
         )
         times = [t.time_us for t in summary.timeline]
         assert sorted(times) == times
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    # float(10**400) raises OverflowError
+    | st.sampled_from([10**400, -(10**400), 2**53 + 1])
+    | st.floats()
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+NAMES = st.sampled_from(sorted(_logs._EVENTS))
+TIMES = st.sampled_from(
+    [
+        at(1),
+        at(2.5),
+        "2026-11-27 22:00:03,250",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "10000-01-01",
+        "-.5",
+        "9" * 40,
+        1_795_900_000,
+        1_795_900_000_123,
+        1e30,
+    ]
+)
+FUZZ_OBJECTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "event": NAMES | JSON_VALUES,
+        "message": NAMES | JSON_VALUES,
+        "msg": NAMES,
+        "breaker": st.sampled_from(["db", "api", "", "\x1b[2J"]) | JSON_VALUES,
+        "old_state": st.sampled_from(["closed", "open", "half_open"])
+        | JSON_VALUES,
+        "new_state": st.sampled_from(["closed", "open", "half-open"])
+        | JSON_VALUES,
+        "timestamp": TIMES | JSON_VALUES,
+        "asctime": TIMES,
+        "@timestamp": TIMES,
+        "ts": TIMES | JSON_VALUES,
+        "rejected_while_open": JSON_VALUES,
+        "last_failure": st.text(max_size=40) | JSON_VALUES,
+        "reason": st.sampled_from(["forced", "x"]),
+        "attempt": JSON_VALUES,
+    },
+)
+FUZZ_LINES = st.one_of(
+    FUZZ_OBJECTS.map(lambda obj: json.dumps(obj).encode()),
+    JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+    # (not at the start of a file: gzip's magic bytes there mean gzip)
+    st.binary(max_size=40).map(lambda data: b"#" + data.replace(b"\n", b"")),
+    FUZZ_OBJECTS.map(lambda obj: json.dumps(obj).encode()[:-3]),
+)
+
+
+class TestFuzz:
+    """Random lines: a summary and every report, never an exception."""
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(st.lists(FUZZ_LINES, max_size=25), st.booleans())
+    def test_never_raises(self, lines: list[bytes], compress: bool) -> None:
+        """Whatever the lines, every output is produced and writable."""
+        data = b"\n".join(lines)
+        summary = summary_of(gzip.compress(data) if compress else data)
+        trailing = 1 if lines and not lines[-1] else 0  # "a\n" is 1 line
+        assert len(lines) - trailing == summary.lines
+        assert summary.skipped <= summary.lines
+        for text in (
+            render_table(summary),
+            render_html(summary),
+            json.dumps(summary.to_json(), ensure_ascii=False),
+        ):
+            text.encode("utf-8")
+        table = render_table(summary).replace("\n", "")
+        assert _logs._CONTROL.search(table) is None
 
 
 # ---------------------------------------------------------------------------

@@ -599,6 +599,7 @@ class TestEventsAndStatus:
             "platform",
             "reason",
             "last_cause",
+            "open_for",
         } == set(event)
         assert "warning" == event["log_level"]
         assert ("db", "closed", "open") == (
@@ -776,3 +777,65 @@ class TestMemory:
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         assert after - before < 10_000
+
+
+class TestDeferredVerdicts:
+    async def test_a_result_is_not_a_success_until_settled(self):
+        """acall_deferred: success() counts it, once."""
+        p = make_policy("dep")
+
+        async def work() -> str:
+            return "head"
+
+        result, verdict = await p.acall_deferred(work)
+        assert ("head", 0, False) == (
+            result,
+            p.status()["successes"],
+            verdict.settled,
+        )
+        verdict.success()
+        verdict.failure(Boom("late"))  # already settled: nothing
+        assert (1, 0, True) == (
+            p.status()["successes"],
+            p.status()["failures"],
+            verdict.settled,
+        )
+
+    async def test_failure_is_judged_like_an_attempts_error(self):
+        """Counted for a dependency error, neutral for a programming one."""
+        p = make_policy("dep", failure_threshold=1)
+
+        async def work() -> int:
+            return 1
+
+        _, first = await p.acall_deferred(work)
+        first.failure(TypeError("reader bug"))
+        assert ("closed", 0, 0) == (
+            p.state,
+            p.status()["failures"],
+            p.status()["calls"],
+        )
+        _, second = await p.acall_deferred(work)
+        second.failure(Boom("cut"))
+        assert ("open", 1) == (p.state, p.status()["failures"])
+
+    async def test_errors_are_retried_results_are_not(self):
+        """Failures before a result are retried as in acall."""
+        p = make_policy("dep", retry={"attempts": 3})
+        counter = Counter(failures=2)
+        result, verdict = await p.acall_deferred(counter)
+        verdict.success()
+        assert ("ok", 3, 2, 1) == (
+            result,
+            counter.calls,
+            p.status()["failures"],
+            p.status()["successes"],
+        )
+
+    def test_sync_single_attempt(self):
+        """call_deferred(retry=False): one attempt, its error raised."""
+        p = make_policy("dep", retry={"attempts": 3})
+        counter = Counter(failures=5)
+        with pytest.raises(Boom):
+            p.call_deferred(counter.sync, retry=False)
+        assert (1, 1) == (counter.calls, p.status()["failures"])

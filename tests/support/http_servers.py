@@ -152,6 +152,14 @@ class Response:
         delay: Seconds to wait before answering (a slow dependency). The
             wait ends early, without an answer, when the server stops.
         close: Close the connection after answering (no keep-alive).
+        cut_after: Send only this many bytes of the body (announcing all
+            of it in ``Content-Length``; with *chunks*, this many chunks
+            and no final one), then close the connection: a response
+            that breaks off mid-body.
+        chunks: Send the body as these pieces, one ``chunk_delay`` apart,
+            with ``Transfer-Encoding: chunked`` (a stream, such as
+            server-sent events); *body* and *json* are then unused.
+        chunk_delay: Seconds between two *chunks*.
     """
 
     status: int = 200
@@ -160,6 +168,9 @@ class Response:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0
     close: bool = False
+    cut_after: int | None = None
+    chunks: Sequence[bytes] | None = None
+    chunk_delay: float = 0.0
 
     def payload(self) -> tuple[bytes, str | None]:
         """The body bytes and the content type to announce (or None)."""
@@ -257,13 +268,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
         for name, value in response.headers.items():
             self.send_header(name, value)
+        if response.chunks is not None:
+            self._send_chunks(response, stand_in)
+            return
         self.send_header("Content-Length", str(len(payload)))
-        if response.close:
+        if response.close or response.cut_after is not None:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        if self.command == "HEAD":
+            return
+        if response.cut_after is not None:
+            self.wfile.write(payload[: response.cut_after])
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(payload)
+
+    def _send_chunks(
+        self, response: Response, stand_in: StandInServer
+    ) -> None:
+        self.send_header("Transfer-Encoding", "chunked")
+        if response.close or response.cut_after is not None:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        assert response.chunks is not None
+        for index, chunk in enumerate(response.chunks):
+            if index and stand_in._stopping.wait(response.chunk_delay):
+                return
+            if response.cut_after is not None and index >= response.cut_after:
+                # Chunks cut off: no terminating chunk, connection closed.
+                self.wfile.flush()
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import httpx
+import httpx2
+import openai
 import pybreaker
 from sage_resilience import (
     CircuitOpenError,
@@ -24,6 +27,12 @@ from sage_resilience.compat import (
     circuit_breaker,
     get_breaker_stats,
 )
+from sage_resilience.http import (
+    ResilientTransport,
+    resilient_client,
+    resilient_sync_client,
+)
+from sage_resilience.openai import openai_client, sync_openai_client
 
 config: ResilienceConfig = load_config(platform="windows")
 resolved: PolicyConfig = config.policies["database_connection"]
@@ -78,3 +87,15 @@ async def old_style() -> None: ...
 stats: dict[str, object] = get_breaker_stats("database_connection")
 open_state: CircuitState = CircuitState.OPEN
 old_error: type[CircuitOpenError] = CircuitBreakerOpenError
+
+# HTTP clients of either library, and the OpenAI SDK's.
+
+default_client: httpx.AsyncClient = resilient_client("siliconflow_api")
+new_client: httpx2.AsyncClient = resilient_client(
+    "siliconflow_api", library="httpx2"
+)
+sync_new: httpx2.Client = resilient_sync_client("vectorizer", library="httpx2")
+mounted = httpx2.AsyncClient(transport=ResilientTransport("vectorizer"))
+legacy = httpx.Client(transport=ResilientTransport(api))
+llm: openai.AsyncOpenAI = openai_client("siliconflow_api")
+sync_llm: openai.OpenAI = sync_openai_client(api, max_retries=1)
