@@ -29,6 +29,7 @@ from sage_resilience._classify import (
     sqlstate,
 )
 from sage_resilience._redact import (
+    MAX_TEXT,
     REDACTED,
     is_secret_key,
     redact,
@@ -213,8 +214,16 @@ def _module(exc: BaseException) -> str:
     return type(exc).__module__ or ""
 
 
+#: Frames of one traceback read at most: an exception object raised again
+#: and again (a cached error) grows its traceback with every raise, and
+#: every counted failure reads it.
+_MAX_FRAMES = 256
+
+
 def _frames(tb: TracebackType | None) -> Iterator[tuple[str, str]]:
-    while tb is not None:
+    for _ in range(_MAX_FRAMES):
+        if tb is None:
+            return
         code = tb.tb_frame.f_code
         yield str(tb.tb_frame.f_globals.get("__name__", "")), code.co_name
         tb = tb.tb_next
@@ -297,7 +306,7 @@ def _refused_addresses(chain: list[BaseException]) -> list[tuple[str, int]]:
     found: list[tuple[str, int]] = []
     for exc in chain:
         if isinstance(exc, OSError) and _is_refused(exc):
-            for host, port in _ADDRESS.findall(str(exc)):
+            for host, port in _ADDRESS.findall(_message(exc)):
                 if (host, int(port)) not in found:
                     found.append((host, int(port)))
     return found
@@ -309,12 +318,12 @@ def _is_refused(exc: OSError) -> bool:
     if exc.errno == errno.ECONNREFUSED:
         return True
     # asyncio joins several failed addresses into one OSError(errno None).
-    return exc.errno is None and bool(_REFUSED_TEXT.search(str(exc)))
+    return exc.errno is None and bool(_REFUSED_TEXT.search(_message(exc)))
 
 
 def _sqlstate_cause(exc: BaseException) -> str | None:
     state = sqlstate(exc)
-    message = str(exc)
+    message = _message(exc)
     if state is None:
         if type(exc).__name__ == "ConnectionDoesNotExistError":
             return "connection_reset"
@@ -376,7 +385,7 @@ def _httpx_cause(exc: BaseException, httpx: Any) -> tuple[str, bool] | None:
     if isinstance(exc, httpx.TimeoutException):
         return "http_timeout", True
     if isinstance(exc, httpx.ConnectError):
-        text = str(exc)
+        text = _message(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
             return "tls_failure", False
         if re.search(
@@ -512,8 +521,20 @@ def cause_of(exc: BaseException, kind: str | None = None) -> str:
 # -- describing ---------------------------------------------------------------
 
 
+def _message(exc: BaseException) -> str:
+    """The start of *exc*'s message: what diagnosis reads is bounded.
+
+    ``cause_of`` runs on every counted failure; a 10 MB message must cost
+    no more than a short one.
+    """
+    try:
+        return str(exc)[:MAX_TEXT]
+    except Exception:  # a broken __str__: diagnose without the text
+        return ""
+
+
 def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: 4 * limit + 64].split())
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text
@@ -525,7 +546,7 @@ def _clause(text: str) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    message = _one_line(str(exc).strip().split("\n", 1)[0])
+    message = _one_line(_message(exc).strip().split("\n", 1)[0])
     name = type(exc).__name__
     return redact(f"{name}: {message}" if message else name)
 
@@ -638,7 +659,7 @@ def _describe_pg(
     code: str, exc: BaseException, chain: list[BaseException], ctx: _Context
 ) -> tuple[str, dict[str, Any]]:
     details = _pg_params(ctx, exc)
-    message = _clause(_one_line(str(exc).split("\n", 1)[0]))
+    message = _clause(_one_line(_message(exc).split("\n", 1)[0]))
     if code in {"pg_refused", "pg_ipv6_localhost"}:
         addresses = _refused_addresses(chain)
         if addresses:

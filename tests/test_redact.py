@@ -605,7 +605,7 @@ FAILURES = """
 import asyncio
 from sage_resilience import Policy, PolicyConfig
 
-class Big(Exception):
+class Big(ConnectionError):  # an OSError: diagnosis reads its text too
     pass
 
 async def main(text, n):
@@ -639,10 +639,16 @@ class TestBounded:
         assert 500 == int(out)
 
     def test_a_10mb_message(self):
-        """10 MB messages cost no more than short ones (cut, then redact)."""
+        """10 MB messages cost no more than short ones (cut, then read)."""
         text = '("it failed: x=1, see http://h/p " * 320_000)'
-        out = run_child(failures(text, 40), 30)
+        out = run_child(failures(text, 200), 30)
         assert 500 == int(out)
+
+    def test_one_exception_object_raised_again_and_again(self):
+        """A cached error raised 3000 times: its traceback is read to a bound."""
+        refused = "[Errno 111] Connect call failed ('127.0.0.1', 5432)"
+        out = run_child(failures(repr(refused), 3000), 60)
+        assert len(f"Big: {refused}") == int(out)
 
     def test_adversarial_texts(self):
         """Runs that made the old patterns backtrack finish at once."""
