@@ -53,7 +53,7 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
 
-from sage_resilience._classify import lookup_exception
+from sage_resilience._exception_names import lookup_exception
 from sage_resilience._redact import redact, redact_mapping
 from sage_resilience.exceptions import ConfigError
 
