@@ -1591,6 +1591,30 @@ class _Source:
     pending: dict[str, list[_EnvOverride]]
 
 
+def _policy_layers(
+    doc: _Document,
+    section: _Platform,
+    name: str,
+    declared: Sequence[Declaration],
+) -> _Layer:
+    """The file and code layers of policy *name*, merged in order.
+
+    built-ins < ``defaults:`` < code < ``policies.<name>`` < platform
+    defaults < platform policy (the environment comes after).
+    """
+    own = doc.policies.get(name)
+    plat = section.policies.get(name)
+    code = [d.layer(name) for d in declared]
+    layers = [
+        layer
+        for layer in (doc.defaults, *code, own, section.defaults, plat)
+        if layer is not None
+    ]
+    # Messages about the whole policy point at the file's entry first.
+    top = own or plat or (code[0] if code else layers[0])
+    return _merge(layers, top.origins[()])
+
+
 def _resolve(
     doc: _Document,
     platform: str,
@@ -1612,25 +1636,10 @@ def _resolve(
 
     policies: dict[str, PolicyConfig] = {}
     for name in names:
-        own = doc.policies.get(name)
-        plat = section.policies.get(name)
-        code = [d.layer(name) for d in declared.get(name, ())]
-        file_layers = [
-            layer
-            for layer in (doc.defaults, *code, own, section.defaults, plat)
-            if layer is not None
-        ]
-        top = own or plat
-        if top is not None:
-            root = top.origins[()]
-        elif code:
-            root = code[0].origins[()]
-        else:
-            root = file_layers[0].origins[()]
-        merged = _merge(file_layers, root)
+        merged = _policy_layers(doc, section, name, declared.get(name, ()))
         if name in overrides:
             env = _env_layer(name, overrides[name], merged.data, errors)
-            merged = _merge([merged, env], root)
+            merged = _merge([merged, env], merged.origins[()])
         result = _validate(PolicyConfig, merged, errors)
         if result is not None:
             policies[name] = result

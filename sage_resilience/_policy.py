@@ -534,6 +534,44 @@ class Policy:
         self._settle(s, ticket, error, time.perf_counter() - started, 1)
         return await self._aretry(s, error, fn, args, kwargs)
 
+    # -- bulkhead slots -------------------------------------------------
+
+    async def _take_slot_async(self, bulkhead: _Bulkhead, ticket: int) -> None:
+        """A bulkhead slot for an admitted attempt, or its refusal.
+
+        However the wait ends (full, cancelled), the admission is freed:
+        a half-open probe never keeps its slot without running.
+        """
+        started_wait = time.monotonic()
+        try:
+            taken = await bulkhead.acquire_async()
+        except BaseException:
+            self._gate.release(ticket)
+            raise
+        if not taken:
+            raise self._bulkhead_full(bulkhead, ticket, started_wait)
+
+    def _take_slot_sync(self, bulkhead: _Bulkhead, ticket: int) -> None:
+        """The sync twin of :meth:`_take_slot_async`."""
+        started_wait = time.monotonic()
+        try:
+            taken = bulkhead.acquire_sync()
+        except BaseException:
+            self._gate.release(ticket)
+            raise
+        if not taken:
+            raise self._bulkhead_full(bulkhead, ticket, started_wait)
+
+    def _bulkhead_full(
+        self, bulkhead: _Bulkhead, ticket: int, started_wait: float
+    ) -> BulkheadFullError:
+        gate = self._gate
+        gate.release(ticket)
+        gate.bulkhead_rejections += 1
+        return BulkheadFullError(
+            self.name, bulkhead.limit, time.monotonic() - started_wait
+        )
+
     async def _attempt_async(
         self,
         s: _Settings,
@@ -552,20 +590,7 @@ class Policy:
         ticket = gate.admit()
         bulkhead = s.bulkhead
         if bulkhead is not None:
-            started_wait = time.monotonic()
-            try:
-                taken = await bulkhead.acquire_async()
-            except BaseException:  # cancelled while waiting: free the probe
-                gate.release(ticket)
-                raise
-            if not taken:
-                gate.release(ticket)
-                gate.bulkhead_rejections += 1
-                raise BulkheadFullError(
-                    self.name,
-                    bulkhead.limit,
-                    time.monotonic() - started_wait,
-                )
+            await self._take_slot_async(bulkhead, ticket)
         started = time.perf_counter()
         try:
             try:
@@ -812,20 +837,7 @@ class Policy:
             ticket = gate.admit()
         bulkhead = s.bulkhead
         if bulkhead is not None:
-            started_wait = time.monotonic()
-            try:
-                taken = bulkhead.acquire_sync()
-            except BaseException:  # interrupted while waiting: free it
-                gate.release(ticket)
-                raise
-            if not taken:
-                gate.release(ticket)
-                gate.bulkhead_rejections += 1
-                raise BulkheadFullError(
-                    self.name,
-                    bulkhead.limit,
-                    time.monotonic() - started_wait,
-                )
+            self._take_slot_sync(bulkhead, ticket)
         observer = _observer
         timed = s.timed or observer is not None
         started = time.perf_counter() if timed else 0.0
