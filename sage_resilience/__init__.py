@@ -17,7 +17,7 @@ from sage_resilience._config import (
     ResilienceConfig,
     load_config,
 )
-from sage_resilience._diagnose import Diagnosis, diagnose
+from sage_resilience._diagnosis.describe import Diagnosis, diagnose
 from sage_resilience._policy import Policy
 from sage_resilience._registry import configure, policy
 from sage_resilience.exceptions import (

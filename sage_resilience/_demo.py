@@ -295,7 +295,7 @@ async def _chat(client: Any, model: str) -> Any:
 async def _api_scenes(api: ApiStandIn) -> None:
     import httpx  # noqa: PLC0415
 
-    from sage_resilience._diagnose import diagnose  # noqa: PLC0415
+    from sage_resilience._diagnosis.describe import diagnose  # noqa: PLC0415
 
     api_policy = policy("siliconflow_api")
     async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:

@@ -68,7 +68,7 @@ T = TypeVar("T")
 def _cause_of(exc: BaseException, kind: str | None) -> str | None:
     """The diagnosis code of a failure, for ``last_cause``; never raises."""
     try:
-        from sage_resilience._diagnose import cause_of  # noqa: PLC0415
+        from sage_resilience._diagnosis.chain import cause_of  # noqa: PLC0415
     except ImportError:  # pragma: no cover - diagnosis is part of the package
         return None
     try:

@@ -210,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, module, adder, command, help_text in (
         (
             "doctor",
-            "sage_resilience._doctor",
+            "sage_resilience._diagnosis.doctor",
             "add_doctor_arguments",
             "doctor_command",
             "check every configured dependency and diagnose problems",

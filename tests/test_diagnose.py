@@ -22,15 +22,11 @@ import pytest
 import requests
 import sqlalchemy.exc
 from sage_resilience import Policy
+from sage_resilience._classify import parse_retry_after
 from sage_resilience._config import PolicyConfig
-from sage_resilience._diagnose import (
-    CAUSES,
-    Diagnosis,
-    cause_of,
-    diagnose,
-    parse_retry_after,
-    safe_url,
-)
+from sage_resilience._diagnosis.chain import cause_of
+from sage_resilience._diagnosis.describe import CAUSES, Diagnosis, diagnose
+from sage_resilience._diagnosis.http import safe_url
 from sage_resilience.exceptions import CircuitOpenError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -915,7 +911,7 @@ class TestCauseOf:
         """cause_of works without importing httpx or asyncpg."""
         code = (
             "import sys\n"
-            "from sage_resilience._diagnose import cause_of\n"
+            "from sage_resilience._diagnosis.chain import cause_of\n"
             "print(cause_of(ConnectionResetError()), "
             "cause_of(TimeoutError(), 'postgres'))\n"
             "print(sorted({'httpx', 'asyncpg'} & set(sys.modules)))\n"

@@ -12,7 +12,7 @@ import sys
 import asyncpg
 import pytest
 from sage_resilience._config import PolicyConfig, ResilienceConfig
-from sage_resilience._doctor import (
+from sage_resilience._diagnosis.doctor import (
     Finding,
     add_doctor_arguments,
     doctor_command,

@@ -35,7 +35,7 @@ from sage_resilience._config import (
     dump_config,
     load_config_text,
 )
-from sage_resilience._doctor import run_doctor
+from sage_resilience._diagnosis.doctor import run_doctor
 from sage_resilience._redact import (
     MAX_TEXT,
     REDACTED,

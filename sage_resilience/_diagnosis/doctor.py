@@ -26,14 +26,17 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from sage_resilience._diagnose import (
+from sage_resilience._config import load_config
+from sage_resilience._diagnosis.describe import (
+    NO_CONTEXT,
+    Context,
     Diagnosis,
-    _Context,
-    _diagnose,
+    diagnose_in,
     diagnosis_for,
-    safe_url,
 )
+from sage_resilience._diagnosis.http import safe_url
 from sage_resilience._redact import redact
+from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
     import argparse
@@ -190,8 +193,9 @@ SELECT
 
 async def _check_postgres(target: _PgTarget, limit: float) -> Diagnosis:
     settings = target.settings()
-    ctx = _Context("postgres", settings, None)
+    ctx = Context("postgres", settings, None)
     try:
+        # Deferred: asyncpg is optional (the postgres extra).
         import asyncpg  # noqa: PLC0415
     except ImportError:
         return diagnosis_for(
@@ -217,14 +221,14 @@ async def _check_postgres(target: _PgTarget, limit: float) -> Diagnosis:
     try:
         conn = await asyncpg.connect(**kwargs)
     except Exception as exc:
-        found = _diagnose(exc, ctx)
+        found = diagnose_in(exc, ctx)
         if found.cause == "pg_ipv6_localhost":
             return await _confirm_ipv6(found, limit)
         return found
     try:
         row = await conn.fetchrow(_PG_PROBE, timeout=limit)
     except Exception as exc:
-        return _diagnose(exc, ctx)
+        return diagnose_in(exc, ctx)
     finally:
         with contextlib.suppress(Exception):
             await conn.close(timeout=limit)
@@ -311,6 +315,7 @@ async def _check_http(target: _HttpTarget, limit: float) -> Diagnosis:
             fix="Set settings.base_url of the policy, or pass --url.",
         )
     try:
+        # Deferred: httpx is optional (the http extra).
         import httpx  # noqa: PLC0415
     except ImportError:
         return diagnosis_for(
@@ -321,13 +326,13 @@ async def _check_http(target: _HttpTarget, limit: float) -> Diagnosis:
     endpoint = target.base_url.rstrip("/") + "/models"
     key = os.environ.get(target.api_key_env) or None
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    ctx = _Context("http", {"base_url": target.base_url}, None)
+    ctx = Context("http", {"base_url": target.base_url}, None)
     try:
         async with httpx.AsyncClient(timeout=limit) as client:
             response = await client.get(endpoint, headers=headers)
             response.raise_for_status()
     except Exception as exc:
-        found = _diagnose(exc, ctx)
+        found = diagnose_in(exc, ctx)
         if found.cause == "http_unauthorized":
             sent = (
                 f"the key from env {target.api_key_env} was sent"
@@ -359,7 +364,7 @@ async def _bounded(check: Awaitable[Diagnosis], limit: float) -> Diagnosis:
         async with asyncio.timeout(limit * 3 + 1):
             return await check
     except TimeoutError as exc:
-        return _diagnose(exc, _Context(None, {}, None))
+        return diagnose_in(exc, NO_CONTEXT)
 
 
 async def run_doctor(
@@ -467,9 +472,6 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     .. versionadded:: 0.1.0
     """
-    from sage_resilience._config import load_config  # noqa: PLC0415
-    from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
-
     if args.timeout is not None and args.timeout <= 0:
         print("sage-resilience doctor: --timeout must be > 0", file=sys.stderr)
         return 1
