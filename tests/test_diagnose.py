@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import email.utils
 import socket
@@ -20,6 +21,7 @@ import psycopg
 import psycopg2
 import pytest
 import requests
+import sage_resilience
 import sqlalchemy.exc
 from sage_resilience import Policy
 from sage_resilience._classify import parse_retry_after
@@ -934,6 +936,31 @@ class TestCauseOf:
                 raise RuntimeError("no text")
 
         assert "unknown" == cause_of(Weird())
+
+    def test_never_looks_policies_up(self):
+        """What the engine imports reaches neither registry nor engine."""
+        package = Path(sage_resilience.__file__).parent
+        below = ("chain", "reading", "network", "http", "postgres")
+        forbidden = {
+            "sage_resilience._registry",
+            "sage_resilience._policy",
+            "sage_resilience._diagnosis.describe",
+            "sage_resilience._diagnosis.doctor",
+        }
+
+        imported = set()
+        for name in below:
+            source = (package / "_diagnosis" / f"{name}.py").read_text()
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add(node.module)
+                    imported.update(
+                        f"{node.module}.{alias.name}" for alias in node.names
+                    )
+                elif isinstance(node, ast.Import):
+                    imported.update(alias.name for alias in node.names)
+
+        assert set() == imported & forbidden
 
 
 class TestParseRetryAfter:
