@@ -250,7 +250,7 @@ class Summary:
     problems: tuple[SkippedLine, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of ``logs summarize --format json`` (contract 10).
+        """The JSON object of ``logs summarize --format json``.
 
         Returns:
             ``{lines, skipped, skipped_examples, breakers, timeline}``.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -120,12 +121,17 @@ def seconds(maximum: float) -> Callable[[str], float]:
     return parse
 
 
+# What http.client refuses to put in a request line (spaces, controls).
+_UNSENDABLE: Final = re.compile(r"[\x00-\x20\x7f]")
+
+
 def http_url(text: str) -> str:
     """An ``http(s)://host[:port][/path]`` URL, kept as given.
 
     An argparse type. Refused with a usage error, the URL's secrets
     hidden: another scheme, no host, a malformed IPv6 address
-    (``http://[::1``), a port that is not a number in 0-65535.
+    (``http://[::1``), a port that is not a number in 0-65535, a space or
+    a control character.
     """
     problem = ""
     try:
@@ -134,7 +140,9 @@ def http_url(text: str) -> str:
     except ValueError as exc:
         problem = f"{exc}; "
     else:
-        if parts.scheme in {"http", "https"} and parts.hostname:
+        if _UNSENDABLE.search(text):
+            problem = "spaces and control characters cannot be sent; "
+        elif parts.scheme in {"http", "https"} and parts.hostname:
             return text
     msg = (
         "must be an http(s) URL with a host, such as "

@@ -13,6 +13,7 @@ Either of two sources:
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
 import urllib.error
@@ -149,7 +150,12 @@ def request(
     except urllib.error.HTTPError as exc:
         code, raw = exc.code, exc.read()
         exc.close()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (
+        urllib.error.URLError,
+        OSError,
+        ValueError,
+        http.client.HTTPException,
+    ) as exc:
         reason = getattr(exc, "reason", exc)
         raise CommandError(
             f"cannot reach {redact(url)}: {redact(str(reason))}"
