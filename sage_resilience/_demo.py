@@ -32,6 +32,7 @@ import structlog
 
 from sage_resilience._config import load_config
 from sage_resilience._registry import configure, policy
+from sage_resilience._terminal import aligned, printable
 from sage_resilience.exceptions import CircuitOpenError
 from sage_resilience.status import breaker_status
 
@@ -466,7 +467,7 @@ def _workdir() -> Iterator[Path]:
 
 
 def status_table(status: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table of breaker statuses."""
+    """A plain-text table of breaker statuses, control characters escaped."""
     columns = (
         ("breaker", "name"),
         ("state", "state"),
@@ -483,16 +484,10 @@ def status_table(status: dict[str, dict[str, Any]]) -> str:
         row = []
         for _, key in columns:
             value = entry.get(key)
-            text = "-" if value is None else str(value)
+            text = "-" if value is None else printable(str(value))
             row.append(text if len(text) <= 48 else text[:45] + "...")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return "\n".join(aligned(rows, rule=True))
 
 
 def run_demo(*, quick: bool = False, table_to: IO[str] = sys.stdout) -> int:

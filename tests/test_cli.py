@@ -208,3 +208,156 @@ class TestDemo:
             "sage-resilience demo: httpx is missing; install the demo extra "
             "(pip install 'sage-resilience[demo]')\n"
         ) == capsys.readouterr().err
+
+
+# Escape sequences an error message can carry to a terminal: clear the
+# screen, retitle the window, a carriage return over the line, NUL, CSI.
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\rfake\x00\x9b31m"
+RAW = ("\x1b", "\x07", "\r", "\x00", "\x9b")
+
+POLICIES = """\
+version: 1
+policies:
+  api: {failure_threshold: 5, recovery_timeout: 60}
+"""
+
+
+class TestArgumentValues:
+    """A bad value exits 2 with one line on stderr, never a traceback."""
+
+    @pytest.mark.parametrize("command", ["status", "doctor", "breaker"])
+    @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+    def test_timeout_must_be_positive_and_finite(self, command, value, capsys):
+        """--timeout -1, 0, nan, inf or text: a one-line usage error."""
+        argv = [command, "--timeout", value]
+        if command == "breaker":
+            argv[1:1] = ["open", "api"]
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert (2, "", 1) == (info.value.code, out, len(err.splitlines()))
+        assert f"sage-resilience {command}: error: argument --timeout" in err
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize("command", ["status", "doctor", "breaker"])
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://[::1",
+            "http://[not-an-ip]:8000",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:port",
+            "127.0.0.1:8000",
+            "http://",
+            "ftp://user:s3cret@example",
+            "http://127.0.0.1:1/a path",
+            "http://127.0.0.1:1/\x1b[2J",
+        ],
+    )
+    def test_malformed_url(self, command, url, capsys):
+        """--url must be an http(s) URL with a host: else one usage line."""
+        argv = [command, "--url", url]
+        if command == "breaker":
+            argv[1:1] = ["open", "api"]
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert (2, "", 1) == (info.value.code, out, len(err.splitlines()))
+        assert f"sage-resilience {command}: error: argument --url" in err
+        assert "http(s) URL" in err
+        assert "s3cret" not in err
+        assert "\x1b" not in err
+
+    def test_a_good_timeout_and_url_are_kept(self):
+        """Values that pass are given to the command as they were."""
+        from sage_resilience.cli import _parser  # noqa: PLC0415
+
+        args = _parser().parse_args(
+            ["status", "--url", "http://[::1]:8000/r/", "--timeout", "0.5"]
+        )
+        assert ("http://[::1]:8000/r/", 0.5) == (args.url, args.timeout)
+
+
+class TestTablesEscapeControlCharacters:
+    """No table the CLI prints passes terminal escapes through raw."""
+
+    def test_status_table(self, tmp_path, capsys):
+        """status: an error message stored in a breaker's status, escaped."""
+        from sage_resilience import configure, policy  # noqa: PLC0415
+
+        path = tmp_path / "policies.yaml"
+        path.write_text(POLICIES)
+        configure(path)
+
+        def hostile():
+            raise OSError(f"refused {HOSTILE} here")
+
+        with pytest.raises(OSError, match="refused"):
+            policy("api").call(hostile)
+        assert 0 == main(["status", "--config", str(path)])
+        out = capsys.readouterr().out
+        assert not [c for c in RAW if c in out]
+        assert "\\x1b[2J\\x1b]0;pwned\\x07" in out
+        assert "\\x00" in out
+
+    def test_status_table_every_cell(self):
+        """Names, states and storage from a remote app are escaped too."""
+        from sage_resilience.cli.status import (  # noqa: PLC0415
+            format_status_table,
+        )
+
+        entry = {
+            "name": f"api{HOSTILE}",
+            "state": f"open{HOSTILE}",
+            "storage": HOSTILE,
+            "last_failure": f"OSError: {HOSTILE}",
+        }
+        table = format_status_table({"api": entry}, colour=True)
+        # A state that is no known state gets no colour: no ESC at all.
+        assert not [c for c in RAW if c in table]
+        assert 2 == len(table.splitlines())
+
+    def test_demo_table(self):
+        """The demo's final table escapes what the status holds."""
+        from sage_resilience._demo import status_table  # noqa: PLC0415
+
+        table = status_table(
+            {"api": {"name": f"api{HOSTILE}", "last_failure": HOSTILE}}
+        )
+        assert not [c for c in RAW if c in table]
+        assert 3 == len(table.splitlines())  # header, rule, one row
+
+    def test_doctor_lines(self, monkeypatch, capsys):
+        """doctor: a provider's message in a finding is shown escaped."""
+        from sage_resilience._diagnosis.doctor import Finding  # noqa: PLC0415
+        from sage_resilience.cli import doctor  # noqa: PLC0415
+
+        async def findings(*_args, **_kwargs):
+            return [Finding("api", "http_bad_request", HOSTILE, "fix it")]
+
+        monkeypatch.setattr(doctor, "run_doctor", findings)
+        assert 1 == main(["doctor"])
+        out, err = capsys.readouterr()
+        assert not [c for c in RAW if c in out + err]
+        assert out.startswith("api: http_bad_request - \\x1b[2J")
+
+    def test_breaker_line_and_errors(self, monkeypatch, capsys):
+        """breaker: the app's answer and its error message, escaped."""
+        from sage_resilience.cli import breaker  # noqa: PLC0415
+
+        answers = iter(
+            [
+                (200, {"name": f"api{HOSTILE}", "state": "open"}),
+                (404, {"error": f"no such breaker {HOSTILE}"}),
+            ]
+        )
+        monkeypatch.setattr(
+            breaker, "request", lambda *_a, **_kw: next(answers)
+        )
+        url = ["--url", "http://127.0.0.1:1"]
+        assert 0 == main(["breaker", "open", "api", *url])
+        assert 1 == main(["breaker", "open", "api", *url])
+        out, err = capsys.readouterr()
+        assert not [c for c in RAW if c in out + err]
+        assert out.startswith("api\\x1b[2J")
+        assert "HTTP 404: no such breaker \\x1b[2J" in err

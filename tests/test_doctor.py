@@ -12,12 +12,8 @@ import sys
 import asyncpg
 import pytest
 from sage_resilience._config import PolicyConfig, ResilienceConfig
-from sage_resilience._diagnosis.doctor import (
-    Finding,
-    add_doctor_arguments,
-    doctor_command,
-    run_doctor,
-)
+from sage_resilience._diagnosis.doctor import Finding, run_doctor
+from sage_resilience.cli.doctor import add_doctor_arguments, doctor_command
 from tests.support import unavailable
 from tests.support.http_servers import (
     UNRESOLVABLE_HOST,

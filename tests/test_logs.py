@@ -1,4 +1,4 @@
-"""Tests for log analysis: ``sage-resilience logs summarize`` (_logs)."""
+"""Tests for log analysis: ``sage-resilience logs summarize`` (_logs, cli.logs)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,19 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pythonjsonlogger.json import JsonFormatter
-from sage_resilience import _logs
+from sage_resilience import _logs, _terminal
+from sage_resilience._logs import model as logs_model
 from sage_resilience._logs import (
-    add_summarize_arguments,
     normalise_cause,
     parse_time,
     parse_timestamp,
     render_html,
     render_table,
     summarize,
-    summarize_command,
 )
+from sage_resilience._logs import read as logs_read
+from sage_resilience._logs import times as logs_times
+from sage_resilience.cli.logs import add_summarize_arguments, summarize_command
 from tests.support import need_binary
 
 if TYPE_CHECKING:
@@ -654,7 +656,7 @@ class TestInputs:
 
     def test_timestamp_keys_and_forms(self) -> None:
         """time/ts keys, epoch numbers, offsets and compact JSON."""
-        start = (BASE - _logs._EPOCH).total_seconds()
+        start = (BASE - logs_times._EPOCH).total_seconds()
         log = [
             json.dumps({"event": "boot", "ts": start}, separators=(",", ":")),
             json.dumps(
@@ -761,7 +763,7 @@ class TestInputs:
             (f"g{i}.log.gz", io.BytesIO(gzip.compress(content(16 + i))))
             for i in range(4)
         ]
-        assert len(content(0)) > _logs._BLOCK
+        assert len(content(0)) > logs_read._BLOCK
         tracemalloc.start()
         try:
             summary = summarize(streams)
@@ -821,8 +823,8 @@ class TestSkipped:
 
     def test_too_long_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A line beyond the limit is skipped without being kept."""
-        monkeypatch.setattr(_logs, "_BLOCK", 64)
-        monkeypatch.setattr(_logs, "_MAX_LINE", 1000)
+        monkeypatch.setattr(logs_read, "_BLOCK", 64)
+        monkeypatch.setattr(logs_read, "_MAX_LINE", 1000)
         log = [REFERENCE[0], "x" * 5000, *REFERENCE[1:]]
         summary = summary_of(log)
         assert (15, 2) == (summary.lines, summary.skipped)
@@ -836,7 +838,7 @@ class TestSkipped:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Lines cut across read blocks are joined correctly."""
-        monkeypatch.setattr(_logs, "_BLOCK", 7)
+        monkeypatch.setattr(logs_read, "_BLOCK", 7)
         assert EXPECTED == summary_of(REFERENCE).to_json()
         assert (
             EXPECTED == summary_of(gzip.compress(text_of(REFERENCE))).to_json()
@@ -1310,7 +1312,7 @@ class ScriptedClock(logging.Filter):
         self.count = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        created = (BASE - _logs._EPOCH).total_seconds()
+        created = (BASE - logs_times._EPOCH).total_seconds()
         created += self.count * self.step
         self.count += 1
         record.created = created
@@ -1687,7 +1689,10 @@ class TestLogShapes:
         data.update(keys)
         summary = summary_of([json.dumps(data)])
         assert [(BASE + dt.timedelta(seconds=expected_us), "open")] == [
-            (_logs._EPOCH + dt.timedelta(microseconds=t.time_us), t.new_state)
+            (
+                logs_times._EPOCH + dt.timedelta(microseconds=t.time_us),
+                t.new_state,
+            )
             for t in summary.timeline
         ]
 
@@ -1762,7 +1767,7 @@ class TestSortableShapes:
         log.append(change(15, "db", "closed", "open"))
         for block in (1 << 20, 64):  # one block; a block per line or two
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(_logs, "_BLOCK", block)
+                patch.setattr(logs_read, "_BLOCK", block)
                 summary = summary_of(log, since=at(10.0005), until=at(29.9995))
             assert (expected_start, expected_end) == (
                 (summary.start_us - base) / 1e6,
@@ -2305,7 +2310,7 @@ class TestGzipBomb:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Events before the bomb are used; the rest is skipped, said so."""
-        monkeypatch.setattr(_logs, "_GZIP_FREE", 1 << 20)
+        monkeypatch.setattr(logs_read, "_GZIP_FREE", 1 << 20)
         data = gzip.compress(text_of(REFERENCE)) + self.bomb(1)
         summary = summary_of(data)
         assert EXPECTED["breakers"] == summary.to_json()["breakers"]
@@ -2323,7 +2328,7 @@ class TestGzipBomb:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """With no free allowance at all, a real log still reads whole."""
-        monkeypatch.setattr(_logs, "_GZIP_FREE", 0)
+        monkeypatch.setattr(logs_read, "_GZIP_FREE", 0)
         assert (
             EXPECTED
             == summary_of(gzip.compress(text_of(REFERENCE), 9)).to_json()
@@ -2517,7 +2522,7 @@ STAMP_FORMS = 7
 
 def stamp(us: int, form: int) -> dict[str, object]:
     """A time key and value in one of the forms logs use (us in ms)."""
-    moment = _logs._EPOCH + dt.timedelta(microseconds=us)
+    moment = logs_times._EPOCH + dt.timedelta(microseconds=us)
     ms = f"{moment.microsecond // 1000:03d}"
     if form == 0:  # structlog TimeStamper(fmt="iso", utc=True)
         return {"timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
@@ -2727,7 +2732,7 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=8,
 )
-NAMES = st.sampled_from(sorted(_logs._EVENTS))
+NAMES = st.sampled_from(sorted(logs_model._EVENTS))
 TIMES = st.sampled_from(
     [
         at(1),
@@ -2796,7 +2801,7 @@ class TestFuzz:
         ):
             text.encode("utf-8")
         table = render_table(summary).replace("\n", "")
-        assert _logs._CONTROL.search(table) is None
+        assert _terminal._CONTROL.search(table) is None
 
 
 # ---------------------------------------------------------------------------

@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sage_resilience import CircuitOpenError, configure, policy, testing
-from sage_resilience._ops import (
+from sage_resilience.asgi import create_app
+from sage_resilience.cli.breaker import (
     add_breaker_arguments,
-    add_status_arguments,
     breaker_command,
+)
+from sage_resilience.cli.status import (
+    add_status_arguments,
     format_status_table,
     status_command,
 )
-from sage_resilience.asgi import create_app
 from tests.support.asgi_server import serving as serve_with_uvicorn
 
 if TYPE_CHECKING:
@@ -183,7 +185,9 @@ class TestStatusRemote:
 
     def test_malformed_url(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A URL that is not http(s): usage error, exit 2."""
-        assert 2 == status("--url", "ftp://user:secret@example")
+        with pytest.raises(SystemExit) as exit_info:
+            status("--url", "ftp://user:secret@example")
+        assert 2 == exit_info.value.code
         err = capsys.readouterr().err
         assert "http(s)" in err
         assert "secret" not in err

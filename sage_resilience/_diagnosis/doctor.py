@@ -20,13 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from sage_resilience._config import load_config
 from sage_resilience._diagnosis.describe import (
     NO_CONTEXT,
     Context,
@@ -36,10 +33,8 @@ from sage_resilience._diagnosis.describe import (
 )
 from sage_resilience._diagnosis.http import safe_url
 from sage_resilience._redact import redact
-from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Awaitable, Mapping
 
     from sage_resilience._config import ResilienceConfig
@@ -47,8 +42,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_API_KEY_ENV",
     "Finding",
-    "add_doctor_arguments",
-    "doctor_command",
     "run_doctor",
 ]
 
@@ -417,89 +410,3 @@ async def run_doctor(
         )
         for name, target in assigned
     ]
-
-
-def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``doctor`` options to *parser* (the CLI's subparser).
-
-    .. versionadded:: 0.1.0
-    """
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (default: env SAGE_RESILIENCE_CONFIG, "
-        "else the shipped one)",
-    )
-    parser.add_argument(
-        "--platform",
-        metavar="P",
-        help="apply this platform's overrides (linux, darwin, windows)",
-    )
-    parser.add_argument(
-        "--dsn",
-        metavar="DSN",
-        help="PostgreSQL URL for every postgres policy (password: from "
-        "the URL or env PGPASSWORD)",
-    )
-    parser.add_argument(
-        "--url", metavar="URL", help="base URL for every http policy"
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print the findings as a JSON list on stdout",
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        default=5.0,
-        help="time allowed to each connection and request (default 5)",
-    )
-
-
-def doctor_command(args: argparse.Namespace) -> int:
-    """Run ``sage-resilience doctor``; return the exit code.
-
-    One line per finding on stdout (``policy: cause - explanation /
-    fix``), or with ``--json`` a JSON list of ``{policy, cause,
-    explanation, fix}`` on stdout alone. Problems with the configuration go
-    to stderr.
-
-    Returns:
-        0 when every finding is ``ok``, 1 when any is not or the
-        configuration is invalid.
-
-    .. versionadded:: 0.1.0
-    """
-    if args.timeout is not None and args.timeout <= 0:
-        print("sage-resilience doctor: --timeout must be > 0", file=sys.stderr)
-        return 1
-    try:
-        config = load_config(args.config, platform=args.platform)
-    except ConfigError as exc:
-        print(f"sage-resilience doctor: {redact(str(exc))}", file=sys.stderr)
-        return 1
-    findings = asyncio.run(
-        run_doctor(
-            config, dsn=args.dsn, url=args.url, timeout=args.timeout or 5.0
-        )
-    )
-    if args.json:
-        print(json.dumps([f.as_dict() for f in findings], indent=2))
-    else:
-        for finding in findings:
-            print(finding.line())
-    problems = sum(not finding.ok for finding in findings)
-    if not findings:
-        print(
-            "sage-resilience doctor: no policy has a kind to check",
-            file=sys.stderr,
-        )
-    else:
-        print(
-            f"sage-resilience doctor: {len(findings)} checked, "
-            f"{problems} problem(s)",
-            file=sys.stderr,
-        )
-    return 1 if problems else 0

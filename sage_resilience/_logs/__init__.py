@@ -1,0 +1,61 @@
+"""Structured log analysis: ``sage-resilience logs summarize``.
+
+Reads JSON-lines logs (structlog's ``JSONRenderer`` output, structlog with
+``EventRenamer``, python-json-logger, ecs-logging, stdlib JSON formatters:
+the event name under one of :data:`EVENT_KEYS`, the time under one of
+:data:`TIME_KEYS`; mixed with any other lines of the application) and
+answers "which dependency failed, when, for how long, why, and how many
+calls did the breaker shed?". Logs can be large: reading streams, with
+memory bounded by the number of breakers and transitions.
+
+The work is split by step:
+
+* :mod:`.read`: one source at a time (plain or gzip, stdin too), line by
+  line, to events; timestamps are read by :mod:`.times`.
+* :mod:`.summary`: the merged events of every source, aggregated into a
+  :class:`Summary` (trips, time open, causes, flapping, timeline).
+* :mod:`.render`: the text table and the HTML page (inline SVG).
+
+The command itself (``sage-resilience logs summarize``) is
+:mod:`sage_resilience.cli.logs`.
+"""
+
+from __future__ import annotations
+
+from sage_resilience._logs.model import (
+    EVENT_KEYS,
+    TIME_KEYS,
+    BreakerSummary,
+    Cause,
+    KeysSeen,
+    Segment,
+    SkippedLine,
+    Summary,
+    Transition,
+)
+from sage_resilience._logs.render import (
+    DEFAULT_HTML_OUTPUT,
+    render_html,
+    render_table,
+)
+from sage_resilience._logs.summary import normalise_cause, summarize
+from sage_resilience._logs.times import parse_time, parse_timestamp
+
+__all__ = [
+    "DEFAULT_HTML_OUTPUT",
+    "EVENT_KEYS",
+    "TIME_KEYS",
+    "BreakerSummary",
+    "Cause",
+    "KeysSeen",
+    "Segment",
+    "SkippedLine",
+    "Summary",
+    "Transition",
+    "normalise_cause",
+    "parse_time",
+    "parse_timestamp",
+    "render_html",
+    "render_table",
+    "summarize",
+]

@@ -1,0 +1,187 @@
+"""Where ``status`` and ``breaker`` find the breakers.
+
+Either of two sources:
+
+- ``--url URL``: a running :mod:`sage_resilience.asgi` app (``GET
+  {URL}/breakers``; ``POST {URL}/breakers/{name}/{action}`` with the admin
+  token as a bearer token);
+- ``--config PATH`` (or the default configuration): the registry built in
+  this process, whose state comes from the configured storage. With the
+  ``memory`` storage that state is this process's own, so ``breaker``
+  refuses to act on it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Any, Final
+
+from sage_resilience._redact import redact
+from sage_resilience._terminal import printable
+from sage_resilience.cli._options import (
+    add_config,
+    add_platform,
+    add_timeout,
+    add_url,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = [
+    "TOKEN_ENV",
+    "CommandError",
+    "add_source",
+    "answer_error",
+    "base_url",
+    "configure_from",
+    "fail",
+    "fetch_status",
+    "request",
+]
+
+#: Where ``breaker --url`` reads the admin token without ``--token``.
+TOKEN_ENV: Final = "SAGE_RESILIENCE_ADMIN_TOKEN"  # noqa: S105 - a name
+
+
+class CommandError(Exception):
+    """A problem to report on stderr with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(command: str, failure: CommandError) -> int:
+    """Report *failure* in one line on stderr; return its exit code."""
+    print(printable(f"sage-resilience {command}: {failure}"), file=sys.stderr)
+    return failure.code
+
+
+def add_source(parser: argparse.ArgumentParser) -> None:
+    """``[--config PATH | --url URL] [--platform P] [--timeout SECONDS]``."""
+    source = parser.add_mutually_exclusive_group()
+    add_config(
+        source,
+        "build the breakers from this configuration and read the state of "
+        "its storage (default: env SAGE_RESILIENCE_CONFIG, else the "
+        "shipped one)",
+    )
+    add_url(
+        source,
+        "base URL of a running sage_resilience.asgi app, e.g. "
+        "http://127.0.0.1:8000/resilience",
+    )
+    add_platform(parser, "with --config: apply this platform's overrides")
+    add_timeout(parser, "with --url: time allowed to the request")
+
+
+# -- local ----------------------------------------------------------------
+
+
+def configure_from(args: argparse.Namespace) -> str:
+    """Build the registry from ``--config``; return the storage backend."""
+    from sage_resilience._registry import configure  # noqa: PLC0415
+    from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
+
+    try:
+        config = configure(args.config, platform=args.platform)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    except NotImplementedError as exc:
+        raise CommandError(str(exc)) from exc
+    backend: str = config.storage.backend
+    return backend
+
+
+# -- remote ---------------------------------------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow redirects: they could carry the token elsewhere."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def base_url(url: str) -> str:
+    """*url* without its trailing slash, once checked to be http(s).
+
+    argparse checks ``--url`` already; this holds for a namespace built
+    some other way.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = urllib.parse.SplitResult("", "", "", "", "")
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise CommandError(
+            f"--url must be an http(s) URL, got {redact(url)!r}", code=2
+        )
+    return url.rstrip("/")
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    timeout: float,
+) -> tuple[int, Any]:
+    """Send one request; return the status and the decoded JSON body."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    outgoing = urllib.request.Request(  # noqa: S310 - scheme checked
+        url, method=method, headers=headers
+    )
+    try:
+        with _opener.open(outgoing, timeout=timeout) as response:
+            code, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        code, raw = exc.code, exc.read()
+        exc.close()
+    except (
+        urllib.error.URLError,
+        OSError,
+        ValueError,
+        http.client.HTTPException,
+    ) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CommandError(
+            f"cannot reach {redact(url)}: {redact(str(reason))}"
+        ) from exc
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    return code, body
+
+
+def answer_error(url: str, code: int, body: Any) -> CommandError:
+    """The error for an answer other than 200, with the app's message."""
+    message = body.get("error") if isinstance(body, dict) else None
+    return CommandError(
+        f"{redact(url)} answered HTTP {code}"
+        + (f": {redact(str(message))}" if message else "")
+    )
+
+
+def fetch_status(url: str, timeout: float) -> dict[str, Any]:
+    """``GET {url}/breakers``: the app's status entries."""
+    target = f"{base_url(url)}/breakers"
+    code, body = request("GET", target, timeout=timeout)
+    if code != 200:
+        raise answer_error(target, code, body)
+    if not isinstance(body, dict):
+        raise CommandError(f"{redact(target)} did not answer a JSON object")
+    return body

@@ -1,0 +1,64 @@
+"""``sage-resilience demo``: a scripted outage and recovery, all local.
+
+The script and its stand-ins are :mod:`sage_resilience._demo`; this
+module reads the arguments and sends the JSON events where asked.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from sage_resilience.cli._options import error, one_line_errors
+
+if TYPE_CHECKING:
+    import argparse
+
+    from sage_resilience.cli._options import SubCommands
+
+__all__ = ["add_demo_parser", "demo_command"]
+
+
+def add_demo_parser(sub: SubCommands) -> None:
+    """Add ``demo`` to the CLI's sub-commands *sub*."""
+    demo = sub.add_parser(
+        "demo",
+        help="a scripted outage and recovery against local stand-ins",
+        description="Runs a scripted outage and recovery of an "
+        "OpenAI-compatible API and a PostgreSQL+pgvector server, both "
+        "local stand-ins, printing JSON events and a final status table.",
+    )
+    one_line_errors(demo)
+    demo.add_argument(
+        "--log", metavar="FILE", help="also write the JSON events to FILE"
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip the PostgreSQL part (no pgserver needed)",
+    )
+    demo.set_defaults(handler=demo_command)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Run the demo, its events on stdout (and in ``--log``)."""
+    from sage_resilience._demo import run_demo  # noqa: PLC0415
+    from sage_resilience.cli._logging import configure_logging  # noqa: PLC0415
+
+    log_file = None
+    if args.log:
+        try:
+            log_file = Path(args.log).open("w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            error("sage-resilience", f"cannot write the log {args.log}: {exc}")
+            return 1
+    try:
+        files: list[IO[str]] = [sys.stdout]
+        if log_file is not None:
+            files.append(log_file)
+        configure_logging(*files)
+        return run_demo(quick=args.quick, table_to=sys.stdout)
+    finally:
+        if log_file is not None:
+            log_file.close()
