@@ -75,8 +75,11 @@ CLOSED: Final = pybreaker.STATE_CLOSED
 OPEN: Final = pybreaker.STATE_OPEN
 HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
 
-#: The clock a gate reads unless a test gives it another.
-_WALL_CLOCK: Final = time.time
+#: The clock a gate reads unless a test gives it another: every time a
+#: gate keeps is on it, so stepping the wall clock moves no deadline.
+#: Wall-clock times exist only at the edges: what is shown (status,
+#: events) and what is shared with other processes (a store's times).
+_LOCAL_CLOCK: Final = time.monotonic
 
 _CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
 
@@ -194,6 +197,79 @@ class _Listener(pybreaker.CircuitBreakerListener):
         self._gate._on_transition(old, new_state.name)
 
 
+class _GuardedListener(pybreaker.CircuitBreakerListener):
+    """A user's listener on ``policy.breaker`` that cannot break the gate.
+
+    pybreaker calls listeners inside its transitions: one that raises
+    would leave pybreaker and the gate in different states (a circuit
+    wedged half-open) or turn a success into the listener's error. Its
+    errors are logged (``listener_failed``, once per listener) and
+    swallowed.
+    """
+
+    __slots__ = ("_breaker_name", "_inner", "reported")
+
+    def __init__(self, inner: Any, breaker_name: str) -> None:
+        self._inner = inner
+        self._breaker_name = breaker_name
+        self.reported = False
+
+    def _guard(self, method: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            getattr(self._inner, method)(*args, **kwargs)
+        except Exception as exc:
+            if not self.reported:
+                self.reported = True
+                logger.warning(
+                    "listener_failed",
+                    breaker=self._breaker_name,
+                    listener=type(self._inner).__qualname__,
+                    method=method,
+                    error=describe_failure(exc),
+                )
+
+    def before_call(
+        self, cb: Any, func: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        self._guard("before_call", cb, func, *args, **kwargs)
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        self._guard("state_change", cb, old_state, new_state)
+
+    def failure(self, cb: Any, exc: BaseException) -> None:
+        self._guard("failure", cb, exc)
+
+    def success(self, cb: Any) -> None:
+        self._guard("success", cb)
+
+
+class _Breaker(pybreaker.CircuitBreaker):
+    """pybreaker's breaker whose users' listeners are guarded.
+
+    A listener added with :meth:`add_listener` is kept wrapped in a
+    :class:`_GuardedListener` (pybreaker reads its listener list directly
+    in some transitions, so the wrapping is done when it is added).
+    """
+
+    def add_listener(self, listener: Any) -> None:
+        """Register *listener*; its errors never reach the circuit."""
+        if not isinstance(listener, _Listener | _GuardedListener):
+            listener = _GuardedListener(listener, self.name or "")
+        super().add_listener(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        """Unregister *listener* (as it was given to :meth:`add_listener`)."""
+        with self._lock:
+            for held in self._listeners:
+                if held is listener or (
+                    isinstance(held, _GuardedListener)
+                    and held._inner is listener
+                ):
+                    self._listeners.remove(held)
+                    return
+        raise ValueError(listener)
+
+
 class Gate:
     """Admission, outcome recording and statistics for one policy.
 
@@ -209,12 +285,16 @@ class Gate:
         platform: str,
         storage: pybreaker.CircuitBreakerStorage | None = None,
         storage_name: str = "memory",
-        clock: Callable[[], float] = _WALL_CLOCK,
+        clock: Callable[[], float] = _LOCAL_CLOCK,
     ) -> None:
         self.name = name
         self.platform = platform
         self.storage_name = storage_name
         self._clock = clock
+        # A wall-clock reading and the local clock at that moment: the
+        # wall clock this gate reports never moves back (see _wall()).
+        self._wall_base = time.time()
+        self._local_base = _LOCAL_CLOCK()
         self._lock = threading.Lock()
         self._pending: list[StateChange | _Synced] = []
         self._refusal_info: RefusalInfo | None = None
@@ -226,6 +306,7 @@ class Gate:
         self._generation = 0
         self._probes = 0
         self._probe_at = 0.0
+        self._half_open_at = 0.0
         self._opened_at: float | None = None
         self._forced = False
         # True while closed with a zero failure counter: a success then has
@@ -271,7 +352,7 @@ class Gate:
         self._diverged = False  # transitions logged while degraded
 
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
-        self.breaker = pybreaker.CircuitBreaker(
+        self.breaker: pybreaker.CircuitBreaker = _Breaker(
             fail_max=config.failure_threshold,
             reset_timeout=config.recovery_timeout,
             success_threshold=config.success_threshold,
@@ -335,7 +416,7 @@ class Gate:
             self._state = _CANONICAL[state]
             self._clean = False
             if opened is not None:
-                self._opened_at = opened.timestamp()
+                self._opened_at = self._from_wall(opened.timestamp())
                 self._probe_at = (
                     self._opened_at + self.current_recovery_timeout
                 )
@@ -397,8 +478,19 @@ class Gate:
                 ticket = self._generation << 1 | _PROBE
                 if shared is not None and token is not None:
                     self._leases.append(token)
-                    shared.push_hold(token, now, ttl=self._lease_ttl())
+                    shared.push_hold(
+                        token, self._wall(), ttl=self._lease_ttl()
+                    )
             else:
+                if (
+                    state == HALF_OPEN
+                    and shared is None
+                    and now - self._half_open_at >= self._probe_wait()
+                ):
+                    # The probes hang: they lose their slots, and the
+                    # circuit opens again (their late verdicts are stale).
+                    self._reason = "half_open_timeout"
+                    self.breaker.open()
                 ticket = -1
                 error = self._reject(now)
             events = self._take_events()
@@ -406,6 +498,16 @@ class Gate:
         if ticket < 0:
             raise error
         return ticket
+
+    def _probe_wait(self) -> float:
+        """How long half-open waits for its probes' verdicts."""
+        wait = self.config.half_open_max_wait
+        if wait is not None:
+            return wait
+        from sage_resilience._storage import LEASE_RESERVE  # noqa: PLC0415
+
+        timeout = self.config.timeout
+        return max(LEASE_RESERVE, timeout or self.current_recovery_timeout)
 
     def _live(self) -> SharedStorage | None:
         """The shared storage, unless it is degraded (or there is none)."""
@@ -415,10 +517,8 @@ class Gate:
         return shared
 
     def _lease_ttl(self) -> float:
-        from sage_resilience._storage import LEASE_RESERVE  # noqa: PLC0415
-
-        timeout = self.config.timeout
-        return max(LEASE_RESERVE, timeout or self.current_recovery_timeout)
+        # A shared store's lease expires like a memory gate's wait.
+        return self._probe_wait()
 
     def _take_lease(self, shared: SharedStorage, now: float) -> str | None:
         """A probe slot granted by the store, or None (and claim one)."""
@@ -441,7 +541,7 @@ class Gate:
 
         self._claiming = True
         shared.push_claim(
-            now,
+            self._wall(),
             max_calls=self.config.half_open_max_calls,
             ttl=LEASE_RESERVE,
             token=new_token(),
@@ -548,7 +648,7 @@ class Gate:
         reset: bool,
     ) -> list[StateChange | _Synced]:
         """Tell the store about a success; the events it now owns go."""
-        now = self._clock()
+        now = self._wall()
         if token is not None:
             shared.push_verdict(
                 token,
@@ -606,7 +706,7 @@ class Gate:
                 # The store counts it fleet-wide and opens at the threshold.
                 shared.push_failure(
                     exc,
-                    now,
+                    self._wall(),
                     threshold=self.config.failure_threshold,
                     open_for=self._open_time(
                         self._next_recovery_timeout(
@@ -638,7 +738,7 @@ class Gate:
             if shared is not None and token is not None:
                 shared.push_verdict(
                     token,
-                    now,
+                    self._wall(),
                     ok=False,
                     success_threshold=self.config.success_threshold,
                     open_for=self.current_recovery_timeout,
@@ -647,7 +747,7 @@ class Gate:
                 events = []
             elif shared is not None and tripped:
                 shared.push_open(
-                    now,
+                    self._wall(),
                     open_for=self.current_recovery_timeout,
                     forced=False,
                     events=events,
@@ -679,7 +779,7 @@ class Gate:
                 self._probes -= 1
                 shared = self._live()
                 if self._leases and shared is not None:
-                    shared.push_release(self._leases.pop(), self._clock())
+                    shared.push_release(self._leases.pop(), self._wall())
 
     _window_reason = "failure_rate"
 
@@ -689,7 +789,7 @@ class Gate:
         """Record into the rate window; True when it says: open."""
         # Only a gate on the real clock lets the ticker move its buckets
         # (tests swap in a clock of their own).
-        window.ticked = self._clock is _WALL_CLOCK
+        window.ticked = self._clock is _LOCAL_CLOCK
         was_fast = window.fast_now
         reason = window.record(self._clock(), failed=failed, duration=duration)
         if window.fast_now and not was_fast:
@@ -711,7 +811,7 @@ class Gate:
         with self._lock:
             if self.window is not window:
                 return None
-            if self._clock is not _WALL_CLOCK:
+            if self._clock is not _LOCAL_CLOCK:
                 window.ticked = window.fast_now = False
                 return None
             return window.tick(now)
@@ -737,7 +837,7 @@ class Gate:
             shared = self._live()
             if shared is not None:
                 op = shared.push_open(
-                    self._clock(),
+                    self._wall(),
                     open_for=self.current_recovery_timeout,
                     forced=True,
                     events=events,
@@ -764,7 +864,7 @@ class Gate:
             shared = self._live()
             if shared is not None:
                 op = shared.push_close(
-                    self._clock(),
+                    self._wall(),
                     reset=reason == "reset",
                     events=events,
                     wait=not _on_event_loop(),
@@ -839,6 +939,7 @@ class Gate:
             self._clean = True
         else:
             self._clean = False
+            self._half_open_at = now
         if self.window is not None:
             self.window.clear()
         # The constant itself: the hot path compares by identity, and a
@@ -858,7 +959,9 @@ class Gate:
                 failure_count=self.failure_count,
                 failure_threshold=self.config.failure_threshold,
                 recovery_timeout=self.current_recovery_timeout,
-                recent_failures=tuple(self._recent)[-5:],
+                recent_failures=tuple(
+                    self._to_wall(t) for t in tuple(self._recent)[-5:]
+                ),
                 failure_rate_per_min=self._rate.total(now),
                 last_failure=self.last_failure,
                 last_cause=self.last_cause,
@@ -948,15 +1051,15 @@ class Gate:
         """Open since and until when the store says (lock held)."""
         import datetime as dt  # noqa: PLC0415
 
-        self._opened_at = view.opened_at / 1000
+        self._opened_at = self._from_wall(view.opened_at / 1000)
         self._storage.opened_at = dt.datetime.fromtimestamp(
-            self._opened_at, tz=dt.UTC
+            view.opened_at / 1000, tz=dt.UTC
         )
         self._refusal_info = None
         if view.forced:
             self._probe_at = float("inf")
             return
-        self._probe_at = view.probe_at / 1000
+        self._probe_at = self._from_wall(view.probe_at / 1000)
         open_for = (view.probe_at - view.opened_at) / 1000
         if open_for > 0:
             self.current_recovery_timeout = open_for
@@ -1034,7 +1137,9 @@ class Gate:
                 self._lease_pool.append((token, usable))
                 self._next_claim = 0.0
             elif not outcome.granted:
-                self._next_claim = max(now + CLAIM_RETRY, outcome.hint / 1000)
+                self._next_claim = max(
+                    now + CLAIM_RETRY, self._from_wall(outcome.hint / 1000)
+                )
             events = self._take_events()
         self._emit(events)
 
@@ -1060,7 +1165,7 @@ class Gate:
         with self._lock:
             opened = self._opened_at if self._state != CLOSED else None
             probe = (
-                _ms(self._probe_at)
+                _ms(self._to_wall(self._probe_at))
                 if self._state == OPEN and not self._forced
                 else 0
             )
@@ -1068,7 +1173,7 @@ class Gate:
                 self._state,
                 self.failure_count,
                 int(self._storage.success_counter),
-                _ms(opened) if opened is not None else 0,
+                _ms(self._to_wall(opened)) if opened is not None else 0,
                 probe,
                 self._forced,
                 max(shared.seen_version, 0),
@@ -1085,6 +1190,37 @@ class Gate:
     def _emit(events: list[StateChange | _Synced]) -> None:
         for event in events:
             event.emit()
+
+    # -- clocks -------------------------------------------------------------
+
+    def _wall(self) -> float:
+        """Now on the wall clock, for a store: it never moves backwards.
+
+        When the wall clock is stepped back, the time reported goes on
+        from the last reading by the local clock's progress, until the
+        wall clock catches up; a step forward is taken as it is. A test's
+        clock (anything but the default) stands for the wall clock itself.
+        """
+        if self._clock is not _LOCAL_CLOCK:
+            return self._clock()
+        now, local = time.time(), _LOCAL_CLOCK()
+        expected = self._wall_base + (local - self._local_base)
+        if now < expected:
+            return expected
+        self._wall_base, self._local_base = now, local
+        return now
+
+    def _to_wall(self, local: float) -> float:
+        """A time of this gate's clock as a wall-clock (epoch) time."""
+        if self._clock is not _LOCAL_CLOCK:
+            return local
+        return local + (self._wall() - _LOCAL_CLOCK())
+
+    def _from_wall(self, wall: float) -> float:
+        """A wall-clock time (a store's) on this gate's clock."""
+        if self._clock is not _LOCAL_CLOCK:
+            return wall
+        return wall - (self._wall() - _LOCAL_CLOCK())
 
     # -- status -------------------------------------------------------------
 
@@ -1112,7 +1248,7 @@ class Gate:
     def failure_times(self) -> list[float]:
         """Epoch times of the recent counted failures, oldest first."""
         with self._lock:
-            return list(self._recent)
+            return [self._to_wall(t) for t in self._recent]
 
     def status(self) -> dict[str, Any]:
         """The status entry of contract section 6."""
@@ -1129,11 +1265,13 @@ class Gate:
                 "current_recovery_timeout": self.current_recovery_timeout,
                 "success_threshold": self.config.success_threshold,
                 "half_open_max_calls": self.config.half_open_max_calls,
-                "opened_at": iso(self._opened_at)
-                if self._state != CLOSED
+                "opened_at": iso(self._to_wall(self._opened_at))
+                if self._state != CLOSED and self._opened_at is not None
                 else None,
                 "retry_after": round(self.retry_after(), 3),
-                "recent_failures": [iso(t) for t in list(self._recent)[-5:]],
+                "recent_failures": [
+                    iso(self._to_wall(t)) for t in list(self._recent)[-5:]
+                ],
                 "failure_rate_per_min": self._rate.total(now),
                 "last_failure": self.last_failure,
                 "last_cause": self.last_cause,

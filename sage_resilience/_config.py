@@ -322,6 +322,14 @@ class PolicyConfig(_Model):
         le=_MAX_COUNT,
         description="Probes allowed at once while half-open.",
     )
+    half_open_max_wait: float | None = Field(
+        None,
+        gt=0,
+        le=_MAX_SECONDS,
+        description="Seconds a half-open circuit waits for its probes' "
+        "verdict before it opens again (a hung probe loses its slot); "
+        "null: max(2, timeout or recovery_timeout).",
+    )
     timeout: float | None = Field(
         None,
         gt=0,

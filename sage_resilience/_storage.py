@@ -47,6 +47,7 @@ import itertools
 import json
 import os
 import queue
+import select
 import sqlite3
 import threading
 import time
@@ -848,7 +849,10 @@ def _yield_gil() -> None:
     of hundreds would otherwise keep the GIL for a whole switch interval
     (5 ms) while the loop thread waits for it.
     """
-    time.sleep(0)
+    try:
+        time.sleep(0)
+    except OSError:  # a C library that refuses the sleep (libfaketime)
+        select.select((), (), (), 0)
 
 
 class _Backend:

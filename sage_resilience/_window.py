@@ -267,7 +267,8 @@ class Ticker:
 
     def _run(self) -> None:
         while True:
-            now = time.time()
+            # The gates' own clock (see _breaker._LOCAL_CLOCK).
+            now = time.monotonic()
             due = now + self.MAX_SLEEP
             with self._lock:
                 gates = list(self._gates)
@@ -276,7 +277,7 @@ class Ticker:
                 if ends is not None and ends < due:
                     due = ends
             del gates
-            self._wake.wait(max(self.MIN_SLEEP, due - time.time()))
+            self._wake.wait(max(self.MIN_SLEEP, due - time.monotonic()))
             self._wake.clear()
 
     def _after_fork(self) -> None:
