@@ -81,6 +81,10 @@ HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
 #: events) and what is shared with other processes (a store's times).
 _LOCAL_CLOCK: Final = time.monotonic
 
+#: How far the wall clock may run ahead of the local clock's progress
+#: before a gate takes it as stepped (drift is a few microseconds a second).
+_WALL_SLACK: Final = 0.001
+
 _CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
 
 #: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
@@ -307,6 +311,9 @@ class Gate:
         self._probes = 0
         self._probe_at = 0.0
         self._half_open_at = 0.0
+        # Consecutive counted failures seen here while closed with a
+        # shared storage (the store's count is fleet-wide and comes later).
+        self._streak = 0
         self._opened_at: float | None = None
         self._forced = False
         # True while closed with a zero failure counter: a success then has
@@ -627,6 +634,8 @@ class Gate:
                 self._reason = self._window_reason
                 self.breaker.open()
                 tripped = True
+            if self._state == CLOSED:
+                self._streak = 0
             if self._state != OPEN and not self._clean:
                 had_failures = self._state == CLOSED
                 self.breaker.call(_noop)
@@ -702,7 +711,25 @@ class Gate:
                 token = self._leases.pop() if self._leases else None
             else:
                 self._reason = "consecutive_failures"
+            tripped = False
             if shared is not None and not ticket & _PROBE:
+                self._streak += 1
+            if (
+                shared is not None
+                and not ticket & _PROBE
+                and self._streak >= self.config.failure_threshold
+            ):
+                # Local evidence is enough (a fast flood would otherwise
+                # reach the dependency until the store's answer is back):
+                # open now, the store follows.
+                if shared is not None:  # (for the type checker)
+                    shared.set_counts(
+                        max(self.failure_count, self._streak),
+                        int(shared.success_counter),
+                    )
+                self.breaker.open()
+                tripped = True
+            elif shared is not None and not ticket & _PROBE:
                 # The store counts it fleet-wide and opens at the threshold.
                 shared.push_failure(
                     exc,
@@ -720,7 +747,6 @@ class Gate:
                 # pybreaker counts it (and may open), then re-raises it.
                 with contextlib.suppress(BaseException):
                     self.breaker.call(_raise, exc)
-            tripped = False
             window = self.window
             if (
                 window is not None
@@ -903,6 +929,7 @@ class Gate:
         self._reason = None
         self._generation += 1
         self._probes = 0
+        self._streak = 0
         self._refusal_info = None
         adopting = self._adopting
         if self._shared is not None:
@@ -1046,6 +1073,8 @@ class Gate:
         # pybreaker zeroes them on some transitions: the store's win.
         self._shared.set_counts(view.counter, view.successes)
         self._clean = self._state == CLOSED and view.counter == 0
+        if self._clean:
+            self._streak = 0
 
     def _adopt_timing(self, view: View) -> None:
         """Open since and until when the store says (lock held)."""
@@ -1084,6 +1113,10 @@ class Gate:
                 if not events and view.state == self._state:
                     events = shared.steal_events(view.state)
                 out.extend(events)
+                if view.state == self._state == OPEN:
+                    # Opened here and confirmed: the store's times are
+                    # what the fleet shows.
+                    self._adopt_timing(view)
                 if view.state != self._state:
                     self._apply_view(
                         view,
@@ -1205,22 +1238,27 @@ class Gate:
             return self._clock()
         now, local = time.time(), _LOCAL_CLOCK()
         expected = self._wall_base + (local - self._local_base)
-        if now < expected:
-            return expected
-        self._wall_base, self._local_base = now, local
-        return now
+        if now - expected > _WALL_SLACK:
+            # Stepped forward (or drifted): take the new reading.
+            self._wall_base, self._local_base = now, local
+            return now
+        # Within the slack, or stepped back: the same time line, so that
+        # times converted back and forth stay put.
+        return expected
 
     def _to_wall(self, local: float) -> float:
         """A time of this gate's clock as a wall-clock (epoch) time."""
         if self._clock is not _LOCAL_CLOCK:
             return local
-        return local + (self._wall() - _LOCAL_CLOCK())
+        self._wall()
+        return local + (self._wall_base - self._local_base)
 
     def _from_wall(self, wall: float) -> float:
         """A wall-clock time (a store's) on this gate's clock."""
         if self._clock is not _LOCAL_CLOCK:
             return wall
-        return wall - (self._wall() - _LOCAL_CLOCK())
+        self._wall()
+        return wall - (self._wall_base - self._local_base)
 
     # -- status -------------------------------------------------------------
 

@@ -111,7 +111,9 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return (
-        dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+        # Rounded, not cut: a time converted between clocks may lie a
+        # fraction of a microsecond below the millisecond it names.
+        dt.datetime.fromtimestamp(round(ts, 3), tz=dt.UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
