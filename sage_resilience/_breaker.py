@@ -711,39 +711,10 @@ class Gate:
                 token = self._leases.pop() if self._leases else None
             else:
                 self._reason = "consecutive_failures"
-            tripped = False
             if shared is not None and not ticket & _PROBE:
-                self._streak += 1
-            if (
-                shared is not None
-                and not ticket & _PROBE
-                and self._streak >= self.config.failure_threshold
-            ):
-                # Local evidence is enough (a fast flood would otherwise
-                # reach the dependency until the store's answer is back):
-                # open now, the store follows.
-                if shared is not None:  # (for the type checker)
-                    shared.set_counts(
-                        max(self.failure_count, self._streak),
-                        int(shared.success_counter),
-                    )
-                self.breaker.open()
-                tripped = True
-            elif shared is not None and not ticket & _PROBE:
-                # The store counts it fleet-wide and opens at the threshold.
-                shared.push_failure(
-                    exc,
-                    self._wall(),
-                    threshold=self.config.failure_threshold,
-                    open_for=self._open_time(
-                        self._next_recovery_timeout(
-                            CLOSED, now, "consecutive_failures"
-                        ),
-                        "consecutive_failures",
-                    ),
-                    generation=self._generation,
-                )
+                tripped = self._count_shared(shared, exc, now)
             else:
+                tripped = False
                 # pybreaker counts it (and may open), then re-raises it.
                 with contextlib.suppress(BaseException):
                     self.breaker.call(_raise, exc)
@@ -780,6 +751,37 @@ class Gate:
                 )
                 events = []
         self._emit(events)
+
+    def _count_shared(
+        self, shared: SharedStorage, exc: BaseException, now: float
+    ) -> bool:
+        """Count a failure while closed with a store; True: opened here.
+
+        ``failure_threshold`` consecutive failures seen here open the
+        circuit at once (a fast flood would otherwise reach the dependency
+        until the store's answer is back), and the store follows; fewer
+        go to the store, which counts them fleet-wide and opens at the
+        threshold (lock held).
+        """
+        self._streak += 1
+        if self._streak >= self.config.failure_threshold:
+            shared.set_counts(
+                max(self.failure_count, self._streak),
+                int(shared.success_counter),
+            )
+            self.breaker.open()
+            return True
+        reason = "consecutive_failures"
+        shared.push_failure(
+            exc,
+            self._wall(),
+            threshold=self.config.failure_threshold,
+            open_for=self._open_time(
+                self._next_recovery_timeout(CLOSED, now, reason), reason
+            ),
+            generation=self._generation,
+        )
+        return False
 
     def _current(self, ticket: int) -> bool:
         """Whether *ticket*'s outcome may still change the circuit.
