@@ -32,6 +32,8 @@ atomic operations, sent from the gate's slow paths:
   store opens the circuit when its count reaches the threshold and this
   gate follows when the answer comes back (well under a millisecond on a
   local Redis), so the success path of a closed circuit stays storage-free;
+  ``failure_threshold`` consecutive failures seen here open it at once
+  (a fast flood does not wait for the store), and the store follows;
 * a probe needs one of the fleet's ``half_open_max_calls`` slots, claimed
   in the store as a lease: the first call past the recovery time is
   refused while the claim is in flight, the next one probes if it was
