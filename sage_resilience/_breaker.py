@@ -35,9 +35,10 @@ atomic operations, sent from the gate's slow paths:
   ``failure_threshold`` consecutive failures seen here open it at once
   (a fast flood does not wait for the store), and the store follows;
 * a probe needs one of the fleet's ``half_open_max_calls`` slots, claimed
-  in the store as a lease: the first call past the recovery time is
-  refused while the claim is in flight, the next one probes if it was
-  granted;
+  in the store as a lease: the first call past the recovery time waits
+  for the claim's answer (awaits it on the async path, at most
+  :data:`CLAIM_WAIT` on the sync path; a sync call on an event loop's
+  thread is refused instead) and is the probe if it was granted;
 * local transitions (a rate-window trip, a probe's verdict, an operator's
   open/close) happen at once and are confirmed by the store: only the
   process whose operation made the transition logs
@@ -49,6 +50,7 @@ atomic operations, sent from the gate's slow paths:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -201,6 +203,64 @@ class _Listener(pybreaker.CircuitBreakerListener):
     ) -> None:
         old = old_state.name if old_state is not None else CLOSED
         self._gate._on_transition(old, new_state.name)
+
+
+class _ClaimWait:
+    """The answer to one probe claim, for the callers waiting on it."""
+
+    __slots__ = ("_futures", "_lock", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._futures: list[tuple[asyncio.AbstractEventLoop, Any]] = []
+
+    def set(self) -> None:
+        """The store answered (backend thread): wake every waiter."""
+        with self._lock:
+            self.done.set()
+            futures, self._futures = self._futures, []
+        for loop, future in futures:
+            with contextlib.suppress(RuntimeError):  # a closed loop
+                loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self, bound: float) -> None:
+        """Until the answer came, or *bound* seconds."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            if self.done.is_set():
+                return
+            self._futures.append((loop, future))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                await future
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class ClaimPending(Exception):  # noqa: N818 - not an error: a wait
+    """This caller's probe claim is in flight (``Gate.admit(wait=True)``).
+
+    Await :meth:`admit` for the ticket (or the refusal).
+    """
+
+    def __init__(self, gate: Gate, claim: _ClaimWait) -> None:
+        super().__init__(gate.name)
+        self.gate = gate
+        self.claim = claim
+
+    async def admit(self) -> int:
+        """The ticket once the store answered (or CircuitOpenError)."""
+        await self.claim.wait(CLAIM_WAIT)
+        return self.gate.admit()
+
+
+#: How long the caller that claimed a probe's lease waits for the answer.
+CLAIM_WAIT: Final = 0.5
 
 
 class _GuardedListener(pybreaker.CircuitBreakerListener):
@@ -357,6 +417,7 @@ class Gate:
         self._lease_pool: list[tuple[str, float]] = []
         self._leases: list[str] = []
         self._claiming = False
+        self._claim_wait: _ClaimWait | None = None
         self._next_claim = 0.0
         self._diverged = False  # transitions logged while degraded
 
@@ -436,8 +497,14 @@ class Gate:
 
     # -- admission --------------------------------------------------------
 
-    def admit(self) -> int:
+    def admit(self, wait: bool = False) -> int:
         """Admit one attempt or raise :class:`CircuitOpenError`.
+
+        With a shared storage, the first caller past the recovery time
+        claims the probe's lease and is the probe if it is granted: a sync
+        caller off the event loop waits for the answer (at most
+        :data:`CLAIM_WAIT`); with *wait* (async callers) :class:`ClaimPending`
+        is raised instead, to be awaited.
 
         Returns:
             The ticket to hand back to :meth:`success`, :meth:`failure` or
@@ -455,9 +522,9 @@ class Gate:
             now = self._clock()
             if self._forced or now < self._probe_at:
                 raise self._reject(now)
-        return self._admit_slow()
+        return self._admit_slow(wait)
 
-    def _admit_slow(self) -> int:
+    def _admit_slow(self, wait: bool = False, again: bool = False) -> int:
         with self._lock:
             state = self._state
             if state == CLOSED:
@@ -465,6 +532,7 @@ class Gate:
                 return self._generation << 1
             now = self._clock()
             shared = self._live()
+            claimed = False
             if state == OPEN and not self._forced and now >= self._probe_at:
                 if shared is None:
                     self._reason = "recovery_timeout_elapsed"
@@ -472,16 +540,21 @@ class Gate:
                     state = self._state
                 else:
                     # The store moves us to half-open with a lease.
-                    self._claim(shared, now)
+                    claimed = self._claim(shared, now)
             token = None
-            if (
+            probe = (
                 state == HALF_OPEN
                 and self._probes < self.config.half_open_max_calls
-                and (
-                    shared is None
-                    or (token := self._take_lease(shared, now)) is not None
-                )
-            ):
+            )
+            if probe and shared is not None:
+                token = self._take_lease(now)
+                if token is None:
+                    claimed = self._claim(shared, now) or claimed
+                    probe = False
+            claim = self._claim_wait if claimed and not again else None
+            if claim is not None and not wait and _on_event_loop():
+                claim = None  # a sync call on a loop thread never blocks
+            if probe:
                 self._probes += 1
                 self.calls += 1
                 ticket = self._generation << 1 | _PROBE
@@ -490,6 +563,8 @@ class Gate:
                     shared.push_hold(
                         token, self._wall(), ttl=self._lease_ttl()
                     )
+            elif claim is not None:
+                ticket = -2  # the claim is in flight: wait for it
             else:
                 if (
                     state == HALF_OPEN
@@ -504,6 +579,11 @@ class Gate:
                 error = self._reject(now)
             events = self._take_events()
         self._emit(events)
+        if ticket == -2 and claim is not None:
+            if wait:
+                raise ClaimPending(self, claim)
+            claim.done.wait(CLAIM_WAIT)
+            return self._admit_slow(again=True)
         if ticket < 0:
             raise error
         return ticket
@@ -529,32 +609,37 @@ class Gate:
         # A shared store's lease expires like a memory gate's wait.
         return self._probe_wait()
 
-    def _take_lease(self, shared: SharedStorage, now: float) -> str | None:
-        """A probe slot granted by the store, or None (and claim one)."""
+    def _take_lease(self, now: float) -> str | None:
+        """A probe slot granted by the store, or None."""
         pool = self._lease_pool
         while pool:
             token, usable_until = pool.pop()
             if now < usable_until:
                 return token
-        self._claim(shared, now)
         return None
 
-    def _claim(self, shared: SharedStorage, now: float) -> None:
-        """Ask the store for a probe slot, one request at a time."""
+    def _claim(self, shared: SharedStorage, now: float) -> bool:
+        """Ask the store for a probe slot, one request at a time.
+
+        Returns:
+            Whether this call sent the claim (its caller may wait for it).
+        """
         if self._claiming or now < self._next_claim:
-            return
+            return False
         from sage_resilience._storage import (  # noqa: PLC0415
             LEASE_RESERVE,
             new_token,
         )
 
         self._claiming = True
+        self._claim_wait = _ClaimWait()
         shared.push_claim(
             self._wall(),
             max_calls=self.config.half_open_max_calls,
             ttl=LEASE_RESERVE,
             token=new_token(),
         )
+        return True
 
     def _reject(self, now: float) -> CircuitOpenError:
         self.rejections += 1
@@ -1156,9 +1241,12 @@ class Gate:
         assert shared is not None
         with self._lock:
             self._claiming = False
+            claim, self._claim_wait = self._claim_wait, None
             now = self._clock()
             if outcome is None:
                 self._next_claim = 0.0
+                if claim is not None:
+                    claim.set()
                 return
             view = outcome.view
             if view.state != self._state and (
@@ -1179,6 +1267,8 @@ class Gate:
                 )
             events = self._take_events()
         self._emit(events)
+        if claim is not None:
+            claim.set()  # the claimant is the probe if it was granted
 
     def _storage_local_failure(
         self, exc: BaseException, generation: int

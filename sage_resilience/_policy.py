@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
-from sage_resilience._breaker import Gate, describe_failure
+from sage_resilience._breaker import ClaimPending, Gate, describe_failure
 from sage_resilience._classify import COUNTED, IGNORED, Classifier
 from sage_resilience._events import logger
 from sage_resilience._retry import RetryPlan
@@ -496,7 +496,10 @@ class Policy:
                 return await self._acall_timed(s, fn, args, kwargs)
             return await self._acall_full(s, fn, args, kwargs)
         gate = self._gate
-        ticket = gate.admit()
+        try:
+            ticket = gate.admit(wait=True)
+        except ClaimPending as pending:
+            ticket = await pending.admit()
         try:
             if s.timeout is None:
                 result = await fn(*args, **kwargs)
@@ -519,7 +522,10 @@ class Policy:
     ) -> T:
         """acall() for a policy whose only extra is slow-call timing."""
         gate = self._gate
-        ticket = gate.admit()
+        try:
+            ticket = gate.admit(wait=True)
+        except ClaimPending as pending:
+            ticket = await pending.admit()
         started = time.perf_counter()
         try:
             if s.timeout is None:
@@ -587,7 +593,10 @@ class Policy:
         as ``(result, PendingVerdict)`` for the caller to settle.
         """
         gate = self._gate
-        ticket = gate.admit()
+        try:
+            ticket = gate.admit(wait=True)
+        except ClaimPending as pending:
+            ticket = await pending.admit()
         bulkhead = s.bulkhead
         if bulkhead is not None:
             await self._take_slot_async(bulkhead, ticket)

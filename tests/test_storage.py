@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -263,16 +264,19 @@ class TestSharedCircuit:
         settle()
         assert until(lambda: b.state == "open")
         time.sleep(0.25)
-        # The first call past the recovery time claims the slot...
-        assert "CircuitOpenError" == attempt(a)
-        settle()
-        assert "half-open" == a.state
+        # The first call past the recovery time claims the slot and, once
+        # it is granted, is the probe (here one that takes its time)...
+        release = threading.Event()
+        probe = threading.Thread(target=a.call, args=(release.wait, 5))
+        probe.start()
+        assert until(lambda: a.state == "half-open")
         assert until(lambda: b.state == "half-open")
         # ...so the other instance is refused, even when it asks.
         assert "CircuitOpenError" == attempt(b)
         settle()
         assert "CircuitOpenError" == attempt(b)
-        assert "ok" == attempt(a)
+        release.set()
+        probe.join(5)
         settle()
         assert "closed" == a.state
         assert until(lambda: b.state == "closed")
@@ -283,6 +287,35 @@ class TestSharedCircuit:
             ("open", "half-open"),
             ("half-open", "closed"),
         ] == changes
+
+    def test_the_first_caller_after_recovery_is_the_probe(self, shared):
+        """Four instances making one call each: the first one probes and
+        recovery needs no second call (sync and async)."""
+        fleet = [
+            make(shared, failure_threshold=1, recovery_timeout=0.2)
+            for _ in range(4)
+        ]
+        fail_times(fleet[0], 1)
+        settle()
+        assert until(lambda: all(p.state == "open" for p in fleet))
+        time.sleep(0.25)
+        assert "ok" == attempt(fleet[1])  # sync: waited for its lease
+        settle()
+        assert until(lambda: all(p.state == "closed" for p in fleet))
+        fail_times(fleet[2], 1)
+        settle()
+        assert until(lambda: all(p.state == "open" for p in fleet))
+        time.sleep(0.25)
+
+        async def one_call() -> str:
+            async def ok_async() -> str:
+                return "ok"
+
+            return await fleet[3].acall(ok_async)
+
+        assert "ok" == asyncio.run(one_call())  # async: awaited it
+        settle()
+        assert until(lambda: all(p.state == "closed" for p in fleet))
 
     def test_a_failed_probe_reopens_everywhere(self, shared):
         """The probe's failure reopens the fleet's circuit."""
@@ -306,8 +339,6 @@ class TestSharedCircuit:
         fail_times(a, 1)
         settle()
         time.sleep(0.25)
-        attempt(a)
-        settle()
 
         async def cancelled() -> None:
             async def hang() -> None:
@@ -319,11 +350,12 @@ class TestSharedCircuit:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+        # The first caller past the recovery time is the probe, cancelled.
         asyncio.run(cancelled())
         settle()
-        assert "CircuitOpenError" == attempt(b)  # claims the freed slot
-        settle()
-        assert "ok" == attempt(b)
+        assert "half-open" == a.state
+        assert until(lambda: b.state == "half-open")
+        assert "ok" == attempt(b)  # claims the freed slot and probes
         settle()
         assert "closed" == b.state
 
