@@ -1383,7 +1383,7 @@ class Gate:
             return [self._to_wall(t) for t in self._recent]
 
     def status(self) -> dict[str, Any]:
-        """The status entry of contract section 6."""
+        """This gate's status entry (see ``docs/operations.md``)."""
         now = self._clock()
         with self._lock:
             window = self.window

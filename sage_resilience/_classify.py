@@ -1,4 +1,4 @@
-"""Which exceptions are the dependency's fault (contract 4.1 and 4.2).
+"""Which exceptions are the dependency's fault, and which are the caller's.
 
 Four verdicts:
 

@@ -413,7 +413,7 @@ class Policy:
         return self._gate.state
 
     def status(self) -> dict[str, Any]:
-        """This policy's status entry (contract section 6)."""
+        """This policy's status entry (see ``docs/operations.md``)."""
         entry = self._gate.status()
         bulkhead = self._s.bulkhead
         entry["in_flight"] = bulkhead.in_flight if bulkhead else None

@@ -51,6 +51,7 @@ import select
 import sqlite3
 import threading
 import time
+import traceback
 import uuid
 import weakref
 from collections import deque
@@ -1014,8 +1015,13 @@ class _Backend:
                     if self.refresh_interval and now >= next_refresh:
                         next_refresh = now + self.refresh_interval
                         self._refresh()
-            except Exception:  # pragma: no cover - never kill the thread
-                logger.exception("storage_thread_error", backend=self.name)
+            except Exception as exc:  # never kill the thread
+                logger.error(
+                    "storage_thread_error",
+                    backend=self.name,
+                    error=redact(f"{type(exc).__name__}: {exc}")[:500],
+                    traceback=redact(traceback.format_exc()),
+                )
             finally:
                 self._done(
                     sum(1 for i in items if i is not _TICK and i is not _STOP)

@@ -8,7 +8,7 @@ the newest bucket is :data:`BUCKETS` buckets later: between
 ``window - window / BUCKETS`` and ``window`` seconds after it completed.
 
 Only calls completed while the circuit is closed are recorded, and the gate
-clears the window on every transition (contract section 11).
+clears the window on every transition.
 
 Most successes take a short path, :meth:`SlidingWindow.add_success`,
 meant to run without the gate's lock: it only bumps the newest bucket's

@@ -1,4 +1,4 @@
-"""Status of every breaker and the service's health (contract section 6)."""
+"""Status of every breaker and the service's health."""
 
 from __future__ import annotations
 

@@ -1280,3 +1280,35 @@ class TestFastFlood:
         # memory storage's figure); it used to be thousands with a store.
         assert p.state == "open"
         assert reached <= 5 + 50, reached
+
+
+def test_a_storage_thread_error_is_logged_redacted(
+    sqlite_path: Path, events: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in the storage thread never kills it, and the
+    event carries no secret (message and traceback both redacted)."""
+    config = StorageConfig(backend="sqlite", path=str(sqlite_path))
+    p = make(config, unique("thread"), failure_threshold=3)
+    backend = p._gate._shared.backend  # type: ignore[union-attr]
+    real = backend._process
+    calls = 0
+
+    def broken(items: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            msg = "lost postgresql://app:hunter2secret@db/x"
+            raise RuntimeError(msg)
+        real(items)
+
+    monkeypatch.setattr(backend, "_process", broken)
+    fail_times(p, 1)
+    settle()
+    fail_times(p, 1)
+    settle()
+    logged = [e for e in events if e["event"] == "storage_thread_error"]
+    assert len(logged) == 1
+    assert "hunter2secret" not in repr(logged[0])
+    assert "RuntimeError" in logged[0]["error"]
+    assert "Traceback" in logged[0]["traceback"]
+    assert backend._thread.is_alive()

@@ -365,7 +365,7 @@ async def run_doctor(
     *,
     dsn: str | None = None,
     url: str | None = None,
-    timeout: float = 5.0,  # noqa: ASYNC109 - the contract's signature
+    timeout: float = 5.0,  # noqa: ASYNC109 - the public signature
 ) -> list[Finding]:
     """Check every policy with a ``kind`` against its real dependency.
 

@@ -123,7 +123,7 @@ class Transition:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's ``timeline`` entry."""
+        """The report's ``timeline`` entry."""
         return {
             "time": self.time,
             "breaker": self.breaker,
@@ -187,7 +187,7 @@ class BreakerSummary:
     segments: tuple[Segment, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's per-breaker object."""
+        """The report's per-breaker object."""
         return {
             "trips": self.trips,
             "time_open_total_s": self.time_open_total_s,

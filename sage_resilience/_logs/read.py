@@ -687,7 +687,7 @@ class _Source:
 
 
 def _state(value: object) -> str | None:
-    """A state name as the contract spells it (``half-open``), or None."""
+    """A state name as the events spell it (``half-open``), or None."""
     if not isinstance(value, str) or len(value) > _MAX_STATE:
         return None
     text = value.strip().lower().replace("_", "-").replace(" ", "-")
