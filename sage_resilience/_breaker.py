@@ -568,11 +568,13 @@ class Gate:
             else:
                 if (
                     state == HALF_OPEN
-                    and shared is None
+                    and (shared is None or self._probes)
                     and now - self._half_open_at >= self._probe_wait()
                 ):
                     # The probes hang: they lose their slots, and the
                     # circuit opens again (their late verdicts are stale).
+                    # With a store their leases have expired there too;
+                    # the next claim after the open time probes again.
                     self._reason = "half_open_timeout"
                     self.breaker.open()
                 ticket = -1

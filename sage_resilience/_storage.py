@@ -13,7 +13,9 @@ Redis, hosts) without ever putting storage I/O on the caller's thread:
   counted failure, a probe claim, a probe's verdict, an operator action)
   put on a queue. One background thread per backend (not per policy, not
   per call) runs the operations in order, batching what has piled up into
-  one round trip (a Redis pipeline, one sqlite transaction). Every
+  one round trip (a Redis pipeline, one sqlite transaction). Counted
+  failures and resets merge into one queued ``count`` operation until the
+  thread takes it, and the queue is bounded (:data:`MAX_QUEUED`). Every
   operation is one atomic step of a small state machine, a Lua script in
   Redis and a ``BEGIN IMMEDIATE`` transaction in sqlite, and answers with
   the circuit as it now stands (a :class:`View`) and whether *this* call
@@ -101,6 +103,10 @@ REDIS_TIMEOUT: Final = 0.5
 SQLITE_BUSY_TIMEOUT: Final = 2.0
 #: Operations run in one round trip at most.
 _BATCH: Final = 256
+#: Operations a backend holds queued at most. Counts merge while queued
+#: (one operation per circuit and round trip), so only a store far slower
+#: than its callers fills it; the backend then goes degraded.
+MAX_QUEUED = 10_000
 #: Minimum seconds between two probe claims that found no free slot.
 CLAIM_RETRY: Final = 0.02
 #: A probe slot is claimed for this long (s); a process that claimed one
@@ -254,20 +260,33 @@ class _Row:
         self.move(CLOSED)
         self.c = self.oa = self.pa = self.f = 0
 
+    def add_failures(self, n: int, threshold: int, for_ms: int) -> None:
+        """*n* consecutive failures, as *n* single steps would count them.
+
+        The one that reaches *threshold* opens the circuit and the rest
+        find it open, so an opening leaves ``c`` at the threshold (or one
+        above what it was, should a lowered threshold already be passed).
+        """
+        if self.st != CLOSED or n <= 0:
+            return
+        self.dirty = self.publish = True
+        if self.c + n >= threshold:
+            self.c = max(threshold, self.c + 1)
+            self.open(for_ms, 0)
+        else:
+            self.c += n
+
 
 def _step(row: _Row, op: str, args: tuple[str | int, ...]) -> None:
     """One operation on one circuit; the Python twin of :data:`_LUA`."""
     now = row.now
-    if op == "fail":
-        if row.st == CLOSED:
-            row.c += 1
-            row.dirty = row.publish = True
-            if row.c >= int(args[0]):
-                row.open(int(args[1]), 0)
-    elif op == "ok":
-        if row.st == CLOSED and row.c > 0:
+    if op == "count":
+        threshold, for_ms = int(args[0]), int(args[1])
+        row.add_failures(int(args[2]), threshold, for_ms)
+        if str(args[3]) == "1" and row.st == CLOSED and row.c > 0:
             row.c = 0
             row.dirty = row.publish = True
+        row.add_failures(int(args[4]), threshold, for_ms)
     elif op == "open":
         if str(args[1]) == "1":
             if row.st != OPEN:
@@ -371,19 +390,27 @@ local function close()
   f = 0
 end
 
-if op == 'fail' then
-  if st == 'closed' then
-    c = c + 1
-    dirty = true
-    publish = true
-    if c >= tonumber(ARGV[5]) then open(tonumber(ARGV[6]), 0) end
+local function add_failures(n, threshold, for_ms)
+  if st ~= 'closed' or n <= 0 then return end
+  dirty = true
+  publish = true
+  if c + n >= threshold then
+    c = math.max(threshold, c + 1)
+    open(for_ms, 0)
+  else
+    c = c + n
   end
-elseif op == 'ok' then
-  if st == 'closed' and c > 0 then
+end
+
+if op == 'count' then
+  local threshold, for_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+  add_failures(tonumber(ARGV[7]), threshold, for_ms)
+  if ARGV[8] == '1' and st == 'closed' and c > 0 then
     c = 0
     dirty = true
     publish = true
   end
+  add_failures(tonumber(ARGV[9]), threshold, for_ms)
 elseif op == 'open' then
   if ARGV[6] == '1' then
     if st ~= 'open' then
@@ -467,6 +494,32 @@ return {won, granted, hint, st, c, s, oa, pa, f, v}
 # --------------------------------------------------------------------------
 # Operations and the policy-side storage
 # --------------------------------------------------------------------------
+
+
+#: The arguments of a ``count`` operation: threshold, open for (ms),
+#: failures before a reset, whether a reset follows, failures after it.
+Count = tuple[str | int, ...]
+#: One success that resets the count (the threshold is the next failure's).
+RESET: Final[Count] = (1, 0, 0, 1, 0)
+
+
+def merge_count(queued: Count, one: Count) -> Count | None:
+    """A queued ``count`` followed by *one* more outcome, as one ``count``.
+
+    *one* is a single failure ``(threshold, ms, 1, 0, 0)`` or
+    :data:`RESET`. A failure adds to the run after the last reset (and
+    brings its threshold and open time: the latest apply). A reset
+    forgets that run, unless it could have opened the circuit by itself:
+    then it cannot merge (None) and starts the next operation.
+    """
+    threshold, for_ms, before, reset, after = queued
+    if one[3]:
+        if int(after) >= int(threshold):
+            return None
+        return (threshold, for_ms, before, 1, 0)
+    if reset:
+        return (one[0], one[1], before, 1, int(after) + 1)
+    return (one[0], one[1], int(before) + 1, 0, 0)
 
 
 class _Op:
@@ -553,6 +606,8 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         self._early: View | None = None
         self._constructed = False
         self._sent: deque[_Op] = deque()
+        #: The queued ``count`` operation further counts merge into.
+        self._tally: _Op | None = None
         self._optimistic = 0
         #: The highest ``version`` seen; older pub/sub news is ignored.
         self.seen_version = -1
@@ -622,7 +677,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
     @property
     def degraded(self) -> bool:
         """Whether the store is unreachable (the gate then works alone)."""
-        return self.backend.degraded
+        return self.backend.degraded or self.backend.closed
 
     def bind(self, sink: Sink) -> View | None:
         """Route the store's answers to *sink*; the state loaded so far."""
@@ -659,15 +714,39 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         open_for: float,
         generation: int,
     ) -> None:
-        """A counted failure while closed: the store counts, may open."""
-        op = _Op(self, "fail", now, (threshold, _ms(open_for)))
+        """A counted failure while closed: the store counts, may open.
+
+        Consecutive failures and resets wait in one ``count`` operation
+        until the backend thread takes it, so a flood costs one queued
+        operation per round trip, not one per call.
+        """
+        args = (threshold, _ms(open_for), 1, 0, 0)
+        with self._lock:
+            op = self._tally
+            merged = None
+            if op is not None and (
+                op.generation == generation or op.exc is None
+            ):
+                merged = merge_count(op.args, args)
+            if op is not None and merged is not None:
+                op.args = merged
+                op.now, op.exc, op.generation = _ms(now), exc, generation
+                return
+        op = _Op(self, "count", now, args)
         op.exc = exc
         op.generation = generation
-        self._send(op)
+        self._send(op, tally=True)
 
     def push_success(self, now: float) -> None:
         """A success while closed with failures counted: reset them."""
-        self._send(_Op(self, "ok", now))
+        with self._lock:
+            op = self._tally
+            if op is not None:
+                merged = merge_count(op.args, RESET)
+                if merged is not None:
+                    op.args = merged
+                    return
+        self._send(_Op(self, "count", now, RESET), tally=True)
 
     def push_open(
         self,
@@ -722,17 +801,27 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         """A probe was cancelled: free its lease, count nothing."""
         self._send(_Op(self, "release", now, (token,)))
 
-    def _send(self, op: _Op, *, wait: bool = False) -> _Op:
+    def _send(
+        self, op: _Op, *, wait: bool = False, tally: bool = False
+    ) -> _Op:
         if wait:
             op.done = threading.Event()
         with self._lock:
             self._sent.append(op)
             if op.events:
                 self._optimistic += 1
+            # Only consecutive counts merge: any other operation ends it.
+            self._tally = op if tally else None
         self.backend.submit(op)
         return op
 
     # -- the backend thread's side -------------------------------------------
+
+    def take(self, op: _Op) -> None:
+        """The backend thread runs *op* now: nothing may merge into it."""
+        with self._lock:
+            if self._tally is op:
+                self._tally = None
 
     def _settle(self, op: _Op) -> list[Any]:
         """Forget a sent operation; its events if they are still owed."""
@@ -772,6 +861,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
 
     def _fail(self, op: _Op) -> None:
         """The store could not run *op*: the local state stands alone."""
+        self.take(op)
         events = self._settle(op)
         with self._lock:
             sink = self._sink
@@ -779,8 +869,13 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         for event in events:
             event.emit()
         if sink is not None:
-            if op.kind == "fail" and op.exc is not None:
-                sink._storage_local_failure(op.exc, op.generation)
+            if op.kind == "count" and op.exc is not None:
+                # The gate reset its own count on the successes already;
+                # the failures it left to the store are counted here.
+                _, _, before, reset, after = op.args
+                uncounted = int(after) + (0 if reset else int(before))
+                for _ in range(uncounted):
+                    sink._storage_local_failure(op.exc, op.generation)
             elif op.kind == "claim":
                 sink._storage_claimed(None, str(op.args[1]), 0)
         if op.done is not None:
@@ -815,6 +910,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         """In a forked child: new lock; operations of the parent forgotten."""
         self._lock = threading.Lock()
         self._sent.clear()
+        self._tally = None
         self._optimistic = 0
 
     def snapshot(self) -> View:
@@ -868,6 +964,7 @@ class _Backend:
         self.location = redact(location)
         self.degraded = False
         self.closed = False
+        self._overflow = False
         self._error: str | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._storages: dict[str, weakref.WeakSet[SharedStorage]] = {}
@@ -897,6 +994,7 @@ class _Backend:
         self._registry_lock = threading.Lock()
         self._idle = threading.Condition()
         self._outstanding = 0
+        self._overflow = False
         self._forget_connection()
         if not self.closed:
             self._start()
@@ -923,11 +1021,21 @@ class _Backend:
     def submit(self, item: Any) -> None:
         if self.closed:
             if isinstance(item, _Op):
-                item.storage._fail(item)
+                # Sent by a gate that had not seen the close yet, maybe
+                # under its lock, which the answer takes: answer apart.
+                threading.Thread(
+                    target=item.storage._fail, args=(item,), daemon=True
+                ).start()
             return
         with self._idle:
             self._outstanding += 1
+            full = self._outstanding > MAX_QUEUED
         self._queue.put(item)
+        if full and not self.degraded:
+            # The store does not keep up: every gate works alone (as when
+            # the store fails) until the thread has drained the queue and
+            # resynchronised; the thread logs it and drops the connection.
+            self.degraded = self._overflow = True
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued operation ran (or *timeout* passed)."""
@@ -1001,6 +1109,13 @@ class _Backend:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in items)
+            if self._overflow:
+                self._overflow = False
+                self._log_degraded(
+                    f"more than {MAX_QUEUED} operations queued:"
+                    " the store does not keep up"
+                )
+                next_retry = time.monotonic() + RETRY_INTERVAL
             try:
                 self._process([i for i in items if i is not _STOP])
                 now = time.monotonic()
@@ -1064,6 +1179,8 @@ class _Backend:
                 op.storage._fail(op)
                 _yield_gil()
             return
+        for op in ops:
+            op.storage.take(op)
         try:
             outcomes = self._execute(ops)
         except Exception as exc:
@@ -1120,7 +1237,10 @@ class _Backend:
         if self.degraded:
             return
         self.degraded = True
-        self._error = redact(f"{type(exc).__name__}: {exc}")[:500]
+        self._log_degraded(f"{type(exc).__name__}: {exc}")
+
+    def _log_degraded(self, error: str) -> None:
+        self._error = redact(error)[:500]
         logger.warning(
             "storage_degraded", backend=self.name, error=self._error
         )

@@ -40,6 +40,8 @@ from sage_resilience._registry import configure, policy
 from sage_resilience._storage import (
     _LUA,
     REFRESH_INTERVAL,
+    RESET,
+    Count,
     SharedStorage,
     View,
     _Row,
@@ -47,6 +49,7 @@ from sage_resilience._storage import (
     close_storages,
     flush_storages,
     make_storage,
+    merge_count,
 )
 from tests.helpers import named
 from tests.support import need_binary
@@ -254,7 +257,7 @@ class TestSharedCircuit:
             p.call(ok)
         assert [] == sent
         fail_times(p, 1)
-        assert ["fail"] == [op.kind for op in sent]
+        assert ["count"] == [op.kind for op in sent]
 
     def test_one_probe_between_instances(self, shared, events):
         """Past the recovery time only one instance gets the probe."""
@@ -316,6 +319,41 @@ class TestSharedCircuit:
         assert "ok" == asyncio.run(one_call())  # async: awaited it
         settle()
         assert until(lambda: all(p.state == "closed" for p in fleet))
+
+    def test_a_hung_probe_loses_its_slot_in_its_own_process(self, shared):
+        """One instance, its probe hung: past ``half_open_max_wait`` the
+        store's lease has expired and the local slot is freed too, so a
+        later call probes and closes the circuit (it used to stay refused
+        until another instance's verdict came)."""
+        p = make(
+            shared,
+            unique("hung"),
+            failure_threshold=1,
+            recovery_timeout=0.2,
+            half_open_max_wait=0.4,
+        )
+        fail_times(p, 1)
+        settle()
+        time.sleep(0.25)
+        entered, release = threading.Event(), threading.Event()
+
+        def hang() -> None:
+            entered.set()
+            release.wait()
+
+        probe = threading.Thread(target=p.call, args=(hang,))
+        probe.start()  # the probe hangs (a sync call has no timeout)
+        try:
+            assert entered.wait(5)
+            assert "CircuitOpenError" == attempt(p)  # its slot is taken
+            assert until(lambda: attempt(p) == "ok", timeout=5.0)
+            settle()
+            assert "closed" == p.state
+        finally:
+            release.set()
+            probe.join(5)
+        settle()
+        assert "closed" == p.state  # the late verdict changed nothing
 
     def test_a_failed_probe_reopens_everywhere(self, shared):
         """The probe's failure reopens the fleet's circuit."""
@@ -636,10 +674,15 @@ class TestSqlite:
 _TOKENS = st.sampled_from(["t1", "t2", "t3"])
 _OPERATIONS = st.one_of(
     st.tuples(
-        st.just("fail"),
-        st.tuples(st.integers(1, 3), st.integers(0, 40)),
+        st.just("count"),
+        st.tuples(
+            st.integers(1, 3),
+            st.integers(0, 40),
+            st.integers(0, 4),
+            st.sampled_from([0, 1]),
+            st.integers(0, 4),
+        ),
     ),
-    st.tuples(st.just("ok"), st.just(())),
     st.tuples(
         st.just("open"),
         st.tuples(st.integers(0, 40), st.sampled_from([0, 1])),
@@ -729,11 +772,11 @@ class TestStateMachine:
     def test_fail_opens_at_the_threshold(self):
         """The counting failure that reaches the threshold opens."""
         row = _Row(None, {}, 1000)
-        _step(row, "fail", (2, 500))
+        _step(row, "count", (2, 500, 1, 0, 0))
         assert "closed" == row.st
         assert not row.won
         row = _Row(row.view(), {}, 1100)
-        _step(row, "fail", (2, 500))
+        _step(row, "count", (2, 500, 1, 0, 0))
         assert View("open", 2, 0, 1100, 1600, forced=False, version=1) == (
             row.view()
         )
@@ -1280,6 +1323,187 @@ class TestFastFlood:
         # memory storage's figure); it used to be thousands with a store.
         assert p.state == "open"
         assert reached <= 5 + 50, reached
+
+
+class TestCoalescing:
+    """Counts merge while queued; the queue has a bound."""
+
+    def test_a_stalled_flood_is_one_increment_per_round_trip(self):
+        """2,000 alternating outcomes while Redis answers nothing: a few
+        script calls instead of 2,000, and the store counts what the
+        calls one by one would have left."""
+        binary = need_binary("redis-server", "apt-get install redis-server")
+        with RedisServer(binary) as server:
+            config = StorageConfig(
+                backend="redis", url=server.url, namespace=unique("ns")
+            )
+            name = unique("co")
+            p = make(config, name, failure_threshold=1000)
+            settle()
+            import redis  # noqa: PLC0415
+
+            client = redis.Redis.from_url(server.url)
+            client.config_resetstat()
+            backend = p._gate._shared.backend  # type: ignore[union-attr]
+            server.pause()
+            try:
+                for i in range(2000):
+                    if i % 2:
+                        p.call(ok)
+                    else:
+                        fail_times(p, 1)
+                # Two failures since the last reset.
+                fail_times(p, 2)
+                queued = backend._outstanding
+            finally:
+                server.resume()
+            settle()
+            calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+            stored = client.hget(backend.keys(name)[0], "c")
+            client.close()
+        assert queued <= 3, queued
+        assert calls <= 5, calls
+        assert b"2" == stored
+
+    def test_a_store_that_cannot_keep_up_degrades(
+        self, events, monkeypatch: pytest.MonkeyPatch
+    ):
+        """Past the bound the backend goes degraded (logged), the gates
+        work alone, and the store is resynchronised once it answers."""
+        import sage_resilience._storage as storage  # noqa: PLC0415
+
+        monkeypatch.setattr(storage, "MAX_QUEUED", 10)
+        binary = need_binary("redis-server", "apt-get install redis-server")
+        with RedisServer(binary) as server:
+            config = StorageConfig(
+                backend="redis", url=server.url, namespace=unique("ns")
+            )
+            policies = [
+                make(config, unique("many"), failure_threshold=2)
+                for _ in range(40)
+            ]
+            settle()
+            backend = policies[0]._gate._shared.backend  # type: ignore[union-attr]
+            server.pause()
+            try:
+                most = 0
+                for p in policies:
+                    fail_times(p, 2)
+                    most = max(most, backend._outstanding)
+            finally:
+                server.resume()
+            assert until(lambda: named(events, "storage_recovered"))
+            settle()
+            import redis  # noqa: PLC0415
+
+            client = redis.Redis.from_url(server.url)
+            stored = [
+                client.hget(backend.keys(p.name)[0], "st").decode()
+                for p in policies
+            ]
+            client.close()
+        # Alone, every gate opened on its own two failures; back with the
+        # store, each follows it again (the store wins, as after an outage).
+        opened = {
+            e["breaker"]
+            for e in named(events, "circuit_state_changed")
+            if e["new_state"] == "open"
+        }
+        assert {p.name for p in policies} == opened
+        assert stored == [p.state for p in policies]
+        degraded = named(events, "storage_degraded")
+        assert 1 == len(degraded)
+        assert "operations queued" in degraded[0]["error"]
+        assert most <= 10 + 2, most
+
+
+_AFTER_CLOSE = """
+import sys
+from sage_resilience import CircuitOpenError, Policy, PolicyConfig
+from sage_resilience._config import StorageConfig
+from sage_resilience._storage import close_storages, make_storage
+
+config = StorageConfig(backend="sqlite", path=sys.argv[1])
+settings = PolicyConfig.model_validate({"failure_threshold": 3})
+p = Policy("late", settings, storage=make_storage(config, "late"))
+close_storages()
+
+def boom():
+    raise ConnectionError("down")
+
+for _ in range(5):
+    try:
+        p.call(boom)
+    except (ConnectionError, CircuitOpenError):
+        pass
+sys.stderr.write(p.state)
+"""
+
+
+def test_a_policy_used_after_the_storages_closed_works_alone(
+    sqlite_path: Path,
+) -> None:
+    """After ``close_storages()`` (interpreter exit, a test's teardown) a
+    failure used to deadlock on the gate's own lock; now the gate counts
+    alone, as when the store is down. A child process, so a regression
+    cannot hang the suite."""
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_CLOSE, str(sqlite_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert done.stderr.endswith("open"), done.stderr
+    assert "" == done.stdout
+
+
+def test_a_count_is_the_steps_it_merges() -> None:
+    """A ``count`` of (before, reset, after) leaves the circuit as the
+    failures and resets it merges would have, one by one."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        view=st.builds(
+            View,
+            st.just("closed"),
+            st.integers(0, 4),
+            st.just(0),
+            st.just(0),
+            st.just(0),
+            st.just(False),
+            st.integers(0, 3),
+        ),
+        outcomes=st.lists(st.booleans(), max_size=12),
+        threshold=st.integers(1, 5),
+    )
+    def check(view: View, outcomes: list[bool], threshold: int) -> None:
+        one_by_one = _Row(view, {}, 1000)
+        for failed in outcomes:
+            one = (threshold, 500, 1, 0, 0) if failed else RESET
+            _step(one_by_one, "count", one)
+        merges: list[Count] = []
+        for failed in outcomes:
+            one = (threshold, 500, 1, 0, 0) if failed else RESET
+            joined = merge_count(merges[-1], one) if merges else None
+            if joined is None:
+                merges.append(one)
+            else:
+                merges[-1] = joined
+        merged = _Row(view, {}, 1000)
+        won = 0
+        for args in merges:
+            merged = _Row(merged.view(), {}, 1000)
+            _step(merged, "count", args)
+            won |= merged.won
+        assert one_by_one.view() == merged.view()
+        assert one_by_one.won == won
+        # Only a run of failures that opens on its own splits the merge.
+        assert len(merges) <= 1 + outcomes.count(True) // threshold
+
+    check()
 
 
 def test_a_storage_thread_error_is_logged_redacted(
