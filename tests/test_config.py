@@ -1,4 +1,4 @@
-"""Tests for the configuration loader (sage_resilience._config)."""
+"""Tests for the configuration loader (the sage_resilience._config package)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from sage_resilience._config import (
     normalize_platform,
     validate_files,
 )
+from sage_resilience._config import platforms as config_platforms
 from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -164,7 +165,9 @@ class TestShippedConfig:
 
     def test_platform_detected(self, monkeypatch):
         """Without argument or env, platform.system() decides."""
-        monkeypatch.setattr(_config._platform, "system", lambda: "Darwin")
+        monkeypatch.setattr(
+            config_platforms._platform, "system", lambda: "Darwin"
+        )
 
         assert "darwin" == load_config(environ=NO_ENV).platform
 
@@ -181,7 +184,9 @@ class TestPlatformNames:
     )
     def test_detect(self, monkeypatch, system, expected):
         """platform.system() names map to the YAML's platform names."""
-        monkeypatch.setattr(_config._platform, "system", lambda: system)
+        monkeypatch.setattr(
+            config_platforms._platform, "system", lambda: system
+        )
 
         assert expected == detect_platform()
 
@@ -202,7 +207,9 @@ class TestPlatformNames:
 
     def test_detected_unknown_system_is_allowed(self, monkeypatch):
         """An undeclared platform found by detection just gets no overrides."""
-        monkeypatch.setattr(_config._platform, "system", lambda: "SunOS")
+        monkeypatch.setattr(
+            config_platforms._platform, "system", lambda: "SunOS"
+        )
 
         config = load_config_text(textwrap.dedent(SMALL), environ=NO_ENV)
 
