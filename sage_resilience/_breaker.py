@@ -62,7 +62,8 @@ import pybreaker
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import StateChange, iso, logger
 from sage_resilience._redact import MAX_TEXT, redact, secrets_of
-from sage_resilience._storage import _ms, _on_event_loop
+from sage_resilience._storage.machine import _ms
+from sage_resilience._storage.shared import _on_event_loop
 from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 

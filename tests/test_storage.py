@@ -650,7 +650,7 @@ class TestSqlite:
     ):
         """A writer holding the lock too long: degraded, then recovered."""
         monkeypatch.setattr(
-            "sage_resilience._storage.SQLITE_BUSY_TIMEOUT", 0.05
+            "sage_resilience._storage.sqlite.SQLITE_BUSY_TIMEOUT", 0.05
         )
         config = StorageConfig(backend="sqlite", path=str(sqlite_path))
         p = make(config, failure_threshold=2)
@@ -1370,9 +1370,9 @@ class TestCoalescing:
     ):
         """Past the bound the backend goes degraded (logged), the gates
         work alone, and the store is resynchronised once it answers."""
-        import sage_resilience._storage as storage  # noqa: PLC0415
+        import sage_resilience._storage.backend as backend_module  # noqa: PLC0415
 
-        monkeypatch.setattr(storage, "MAX_QUEUED", 10)
+        monkeypatch.setattr(backend_module, "MAX_QUEUED", 10)
         binary = need_binary("redis-server", "apt-get install redis-server")
         with RedisServer(binary) as server:
             config = StorageConfig(
