@@ -121,7 +121,7 @@ class RetryConfig(_Model):
         description="Every attempt, the first included; 1: no retry.",
     )
     backoff: BackoffConfig = Field(
-        default_factory=BackoffConfig,  # type: ignore[arg-type]
+        default_factory=BackoffConfig,
         description="Waits between attempts.",
     )
     respect_retry_after: bool = Field(
@@ -284,7 +284,7 @@ class PolicyConfig(_Model):
         "'4xx' or '5xx'.",
     )
     retry: RetryConfig = Field(
-        default_factory=RetryConfig,  # type: ignore[arg-type]
+        default_factory=RetryConfig,
         description="Retries (tenacity).",
     )
     settings: dict[str, Any] = Field(
@@ -315,7 +315,7 @@ class PolicyConfig(_Model):
         "BulkheadFullError.",
     )
     chaos: ChaosConfig = Field(
-        default_factory=ChaosConfig,  # type: ignore[arg-type]
+        default_factory=ChaosConfig,
         description="Fault injection.",
     )
 
@@ -502,7 +502,7 @@ class ResilienceConfig(_Model):
     path: str | None = Field(
         None, description="The file it was loaded from, if any."
     )
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
     #: The layers it was resolved from, so that a name declared later in
     #: code gets the same ``defaults:``, platform and environment layers.
