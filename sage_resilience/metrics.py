@@ -41,14 +41,21 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        Histogram,
+        generate_latest,
+    )
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+except ImportError as exc:  # exercised in tests/test_extras.py
+    msg = (
+        "sage_resilience.metrics needs the prometheus-client package, which "
+        "is not installed: pip install 'sage-resilience[metrics]'"
+    )
+    raise ImportError(msg) from exc
 
 from sage_resilience.status import breaker_status
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -648,14 +645,4 @@ async def _fresh_query(engine: Any) -> Any:
         return await conn.scalar(text("SELECT 1"))
 
 
-class TestImport:
-    def test_missing_asyncpg_names_the_extra(self, monkeypatch):
-        """Without asyncpg the import error says which extra to install."""
-        monkeypatch.setitem(sys.modules, "asyncpg", None)
-        path = Path(pg_module.__file__)
-        spec = importlib.util.spec_from_file_location("_pg_probe", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        with pytest.raises(ImportError, match=r"sage-resilience\[postgres\]"):
-            spec.loader.exec_module(module)
+# Without asyncpg: tests/test_extras.py.
