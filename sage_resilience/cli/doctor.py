@@ -8,7 +8,6 @@ usage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING
 
@@ -68,6 +67,8 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     .. versionadded:: 0.1.0
     """
+    import asyncio  # noqa: PLC0415 - not needed for --help, --version
+
     from sage_resilience._config import load_config  # noqa: PLC0415
     from sage_resilience._diagnosis.doctor import run_doctor  # noqa: PLC0415
     from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
