@@ -63,6 +63,35 @@ class TestVersion:
         assert 0 == exited.value.code
         assert VERSION_LINE == capsys.readouterr().out
 
+    def test_version_loads_no_engine(self):
+        """--version imports none of the engine nor its dependencies."""
+        result = run("-X", "importtime", "-m", "sage_resilience", "--version")
+        assert (0, VERSION_LINE) == (result.returncode, result.stdout)
+        imported = {
+            line.rpartition("|")[2].strip()
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "sage_resilience.cli" in imported  # the measure works
+        engine = {
+            "sage_resilience._policy",
+            "sage_resilience._breaker",
+            "sage_resilience._config",
+            "sage_resilience._registry",
+            "sage_resilience._storage",
+        }
+        dependencies = (
+            "pybreaker",
+            "tenacity",
+            "pydantic",
+            "yaml",
+            "structlog",
+        )
+        assert set() == imported & engine
+        assert [] == [
+            name for name in imported if name.split(".")[0] in dependencies
+        ]
+
     def test_python_m_package_runs_commands(self):
         """python -m sage_resilience runs the sub-commands too."""
         result = run("-m", "sage_resilience", "config", "schema")
