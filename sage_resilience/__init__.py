@@ -12,22 +12,26 @@ overrides, and reports every state change as a structlog event::
 
 from __future__ import annotations
 
-from sage_resilience._config import (
-    PolicyConfig,
-    ResilienceConfig,
-    load_config,
-)
-from sage_resilience._diagnosis.describe import Diagnosis, diagnose
-from sage_resilience._policy import Policy
-from sage_resilience._registry import configure, policy
-from sage_resilience.exceptions import (
-    BulkheadFullError,
-    ChaosError,
-    CircuitOpenError,
-    ConfigError,
-    UnknownPolicyError,
-)
-from sage_resilience.status import breaker_status, health
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sage_resilience._config import (
+        PolicyConfig,
+        ResilienceConfig,
+        load_config,
+    )
+    from sage_resilience._diagnosis.describe import Diagnosis, diagnose
+    from sage_resilience._policy import Policy
+    from sage_resilience._registry import configure, policy
+    from sage_resilience.exceptions import (
+        BulkheadFullError,
+        ChaosError,
+        CircuitOpenError,
+        ConfigError,
+        UnknownPolicyError,
+    )
+    from sage_resilience.status import breaker_status, health
 
 __all__ = [
     "BulkheadFullError",
@@ -48,10 +52,41 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> str:
+# Where each public name lives. They are imported on first use (PEP 562),
+# so that importing a submodule, or ``sage-resilience --version``, does
+# not load the engine and its dependencies.
+_LAZY: dict[str, str] = {
+    "PolicyConfig": "sage_resilience._config",
+    "ResilienceConfig": "sage_resilience._config",
+    "load_config": "sage_resilience._config",
+    "Diagnosis": "sage_resilience._diagnosis.describe",
+    "diagnose": "sage_resilience._diagnosis.describe",
+    "Policy": "sage_resilience._policy",
+    "configure": "sage_resilience._registry",
+    "policy": "sage_resilience._registry",
+    "BulkheadFullError": "sage_resilience.exceptions",
+    "ChaosError": "sage_resilience.exceptions",
+    "CircuitOpenError": "sage_resilience.exceptions",
+    "ConfigError": "sage_resilience.exceptions",
+    "UnknownPolicyError": "sage_resilience.exceptions",
+    "breaker_status": "sage_resilience.status",
+    "health": "sage_resilience.status",
+}
+
+
+def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415
 
         return version("sage-resilience")
-    msg = f"module 'sage_resilience' has no attribute {name!r}"
-    raise AttributeError(msg)
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'sage_resilience' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

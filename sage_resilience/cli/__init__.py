@@ -1,12 +1,15 @@
 """``sage-resilience``: a thin command line over the public API.
 
 One module per sub-command (:mod:`.demo`, :mod:`.config`, :mod:`.doctor`,
-:mod:`.status`, :mod:`.breaker`, :mod:`.logs`); the options several of
-them share are declared once, in :mod:`._options`.
+:mod:`.status`, :mod:`.breaker`, :mod:`.logs`, :mod:`.completion`); the
+options several of them share are declared once, in :mod:`._options`.
+Building the parser imports none of the engine: ``--help`` and
+``--version`` answer without it, and each command imports what it needs
+when it runs.
 
 Exit codes: 0 ok, 1 a finding or invalid input, 2 usage (a bad argument:
 one line on stderr, never a traceback). Machine-readable output
-(``--json``, ``--format json``) goes to stdout alone; logs and
+(``--format json``, alias ``--json``) goes to stdout alone; logs and
 diagnostics go to stderr. This is the only place that configures
 structlog (JSON lines); the library itself never does.
 """
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from sage_resilience.cli._logging import configure_logging
 from sage_resilience.cli._options import error, one_line_errors
+from sage_resilience.cli.completion import add_completion_parser
 from sage_resilience.cli.config import add_config_parser
 from sage_resilience.cli.demo import add_demo_parser
 
@@ -98,7 +102,9 @@ def _missing(exc: ImportError) -> int:
 def _add_logs_parser(sub: SubCommands) -> None:
     logs = sub.add_parser("logs", help="analyse JSON logs")
     one_line_errors(logs)
-    actions = logs.add_subparsers(dest="logs_command", metavar="ACTION")
+    actions = logs.add_subparsers(
+        dest="logs_command", metavar="ACTION", help="what to do"
+    )
     add, run = _lazy(
         "sage_resilience.cli.logs",
         "add_summarize_arguments",
@@ -119,14 +125,30 @@ def _parser() -> argparse.ArgumentParser:
         "circuit breakers, retries, diagnosis and log analysis.",
     )
     parser.add_argument(
-        "--version", action="store_true", help="print the version and exit"
+        "--version",
+        action="version",
+        version=f"%(prog)s {_version()}",
+        help="print the version and exit",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="what to do"
+    )
     add_demo_parser(sub)
     add_config_parser(sub)
     _add_lazy_parsers(sub)
     _add_logs_parser(sub)
+    add_completion_parser(sub, parser)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version, read from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("sage-resilience")
+    except PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -138,11 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.version:
-        from sage_resilience import __version__  # noqa: PLC0415
-
-        print(__version__)
-        return 0
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-import structlog
-
 __all__ = ["configure_logging"]
 
 
@@ -33,6 +31,8 @@ def configure_logging(*files: IO[str]) -> None:
     Args:
         files: Where to write (stderr when none is given).
     """
+    import structlog  # noqa: PLC0415 - not needed for --help, --version
+
     targets = files or (sys.stderr,)
     structlog.configure(
         processors=[

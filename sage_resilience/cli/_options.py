@@ -29,12 +29,14 @@ if TYPE_CHECKING:
     ]
 
 __all__ = [
+    "FILES",
     "MAX_TIMEOUT",
     "add_config",
-    "add_json",
+    "add_format",
     "add_platform",
     "add_timeout",
     "add_url",
+    "complete_files",
     "error",
     "http_url",
     "one_line_errors",
@@ -45,6 +47,14 @@ __all__ = [
 
 #: The longest ``--timeout`` accepted, in seconds (a day).
 MAX_TIMEOUT: Final = 86_400.0
+
+#: What a shell completes for a file argument: shtab's ``FILE``, spelt
+#: out so that building the parser does not need shtab.
+FILES: Final = {
+    "bash": "_shtab_compgen_files",
+    "zsh": "_files",
+    "tcsh": "f",
+}
 
 #: The help of ``--config`` where it names the configuration file.
 CONFIG_HELP: Final = (
@@ -154,12 +164,20 @@ def http_url(text: str) -> str:
 # -- options ------------------------------------------------------------------
 
 
+def complete_files(action: argparse.Action) -> argparse.Action:
+    """Make the shell complete *action*'s value as a file name."""
+    action.complete = FILES  # type: ignore[attr-defined]
+    return action
+
+
 def add_config(
     parser: _Options,
     help_text: str = CONFIG_HELP,
 ) -> None:
     """``--config PATH``."""
-    parser.add_argument("--config", metavar="PATH", help=help_text)
+    complete_files(
+        parser.add_argument("--config", metavar="PATH", help=help_text)
+    )
 
 
 def add_platform(
@@ -190,6 +208,27 @@ def add_timeout(parser: argparse.ArgumentParser, help_text: str) -> None:
     )
 
 
-def add_json(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """``--json``: machine-readable output, on stdout alone."""
-    parser.add_argument("--json", action="store_true", help=help_text)
+def add_format(
+    parser: argparse.ArgumentParser,
+    json_help: str,
+    text: str = "text",
+) -> None:
+    """``--format {text,json}`` and its alias ``--json``.
+
+    Both set ``args.format``; JSON goes to stdout alone. *text* names the
+    human-readable format (the default), *json_help* says what the JSON
+    holds.
+    """
+    parser.add_argument(
+        "--format",
+        choices=(text, "json"),
+        default=text,
+        help=f"{text} (default) or json: {json_help}",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_const",
+        const="json",
+        dest="format",
+        help="the same as --format json",
+    )

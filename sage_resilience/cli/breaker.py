@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sage_resilience._redact import redact
 from sage_resilience._terminal import printable
-from sage_resilience.cli._options import add_json, one_line_errors
+from sage_resilience.cli._options import add_format, one_line_errors
 from sage_resilience.cli._source import (
     TOKEN_ENV,
     CommandError,
@@ -43,7 +43,8 @@ def add_breaker_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``breaker`` arguments to *parser* (the CLI's subparser).
 
     ``breaker open|close|reset NAME [--config PATH | --url URL] [--token
-    TOKEN] [--json]``. A bad value makes *parser* exit 2 with one line.
+    TOKEN] [--format {text,json}]`` (``--json``: ``--format json``). A
+    bad value makes *parser* exit 2 with one line.
 
     .. versionadded:: 0.1.0
     """
@@ -61,7 +62,7 @@ def add_breaker_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help=f"with --url: the admin token (default: env {TOKEN_ENV})",
     )
-    add_json(parser, "print the breaker's new status entry as JSON on stdout")
+    add_format(parser, "the breaker's new status entry on stdout")
 
 
 def breaker_command(args: argparse.Namespace) -> int:
@@ -89,7 +90,7 @@ def breaker_command(args: argparse.Namespace) -> int:
             entry = _local_action(args)
     except CommandError as exc:
         return fail("breaker", exc)
-    if args.json:
+    if args.format == "json":
         print(json.dumps(entry, indent=2))
     else:
         forced = " (forced)" if entry.get("forced") else ""

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 from sage_resilience.cli._options import (
     add_config,
+    add_format,
     add_platform,
+    complete_files,
     error,
     one_line_errors,
 )
@@ -33,18 +35,33 @@ def add_config_parser(sub: SubCommands) -> None:
         "config", help="show, validate, or describe the YAML configuration"
     )
     one_line_errors(config)
-    actions = config.add_subparsers(dest="config_command", metavar="ACTION")
+    actions = config.add_subparsers(
+        dest="config_command", metavar="ACTION", help="what to do"
+    )
     show = actions.add_parser(
         "show", help="the resolved configuration for a platform"
     )
     add_platform(show)
     add_config(show)
-    show.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    show.add_argument(
+        "--format",
+        choices=["yaml", "json"],
+        default="yaml",
+        help="yaml (default) or json, on stdout",
+    )
     show.set_defaults(handler=show_command)
     validate = actions.add_parser(
         "validate", help="check files for every platform"
     )
-    validate.add_argument("paths", nargs="+", metavar="PATH")
+    complete_files(
+        validate.add_argument(
+            "paths", nargs="+", metavar="PATH", help="the YAML files to check"
+        )
+    )
+    add_format(
+        validate,
+        "a JSON list of {path, ok, problem, warnings} on stdout",
+    )
     validate.set_defaults(handler=validate_command)
     schema = actions.add_parser(
         "schema", help="JSON Schema of the YAML file (for editors)"
@@ -90,18 +107,30 @@ def validate_command(args: argparse.Namespace) -> int:
     )
 
     failed = 0
+    results: list[dict[str, object]] = []
     for path, problem in validate_files(args.paths):
+        warnings: dict[str, None] = {}
         if problem is not None:
             failed += 1
             print(str(problem), file=sys.stderr)
-            continue
-        print(f"{path}: ok")
-        warnings: dict[str, None] = {}
-        for platform in sorted(PLATFORMS):
-            config = load_config(path, platform=platform, environ={})
-            warnings.update(dict.fromkeys(self_tripping(config)))
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        else:
+            if args.format != "json":
+                print(f"{path}: ok")
+            for platform in sorted(PLATFORMS):
+                config = load_config(path, platform=platform, environ={})
+                warnings.update(dict.fromkeys(self_tripping(config)))
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        results.append(
+            {
+                "path": path,
+                "ok": problem is None,
+                "problem": None if problem is None else str(problem),
+                "warnings": list(warnings),
+            }
+        )
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
     return 1 if failed else 0
 
 

@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from sage_resilience.cli._options import error, one_line_errors
+from sage_resilience.cli._options import (
+    complete_files,
+    error,
+    one_line_errors,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -30,8 +34,10 @@ def add_demo_parser(sub: SubCommands) -> None:
         "local stand-ins, printing JSON events and a final status table.",
     )
     one_line_errors(demo)
-    demo.add_argument(
-        "--log", metavar="FILE", help="also write the JSON events to FILE"
+    complete_files(
+        demo.add_argument(
+            "--log", metavar="FILE", help="also write the JSON events to FILE"
+        )
     )
     demo.add_argument(
         "--quick",

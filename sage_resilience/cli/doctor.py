@@ -8,16 +8,14 @@ usage.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from sage_resilience._diagnosis.doctor import run_doctor
 from sage_resilience._redact import redact
 from sage_resilience._terminal import printable
 from sage_resilience.cli._options import (
     add_config,
-    add_json,
+    add_format,
     add_platform,
     add_timeout,
     add_url,
@@ -50,7 +48,7 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
         "the URL or env PGPASSWORD)",
     )
     add_url(parser, "base URL for every http policy")
-    add_json(parser, "print the findings as a JSON list on stdout")
+    add_format(parser, "the findings as a JSON list on stdout")
     add_timeout(parser, "time allowed to each connection and request")
 
 
@@ -58,8 +56,9 @@ def doctor_command(args: argparse.Namespace) -> int:
     """Run ``sage-resilience doctor``; return the exit code.
 
     One line per finding on stdout (``policy: cause - explanation /
-    fix``, control characters escaped), or with ``--json`` a JSON list of
-    ``{policy, cause, explanation, fix}`` on stdout alone. Problems with
+    fix``, control characters escaped), or with ``--format json`` (or
+    ``--json``) a JSON list of ``{policy, cause, explanation, fix}`` on
+    stdout alone. Problems with
     the configuration go to stderr.
 
     Returns:
@@ -68,7 +67,10 @@ def doctor_command(args: argparse.Namespace) -> int:
 
     .. versionadded:: 0.1.0
     """
+    import asyncio  # noqa: PLC0415 - not needed for --help, --version
+
     from sage_resilience._config import load_config  # noqa: PLC0415
+    from sage_resilience._diagnosis.doctor import run_doctor  # noqa: PLC0415
     from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
 
     try:
@@ -79,7 +81,7 @@ def doctor_command(args: argparse.Namespace) -> int:
     findings = asyncio.run(
         run_doctor(config, dsn=args.dsn, url=args.url, timeout=args.timeout)
     )
-    if args.json:
+    if args.format == "json":
         print(json.dumps([f.as_dict() for f in findings], indent=2))
     else:
         for finding in findings:

@@ -30,6 +30,7 @@ from sage_resilience._logs.summary import _MAX_WINDOW
 from sage_resilience._logs.times import _moment
 from sage_resilience._terminal import printable
 from sage_resilience.cli._options import (
+    complete_files,
     error,
     one_line_errors,
     positive_int,
@@ -73,12 +74,14 @@ def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
     .. versionadded:: 0.1.0
     """
     one_line_errors(parser)
-    parser.add_argument(
-        "files",
-        nargs="+",
-        metavar="FILE",
-        help="JSON-lines log files, plain or gzip-compressed; - for stdin. "
-        "Several files are merged in time order.",
+    complete_files(
+        parser.add_argument(
+            "files",
+            nargs="+",
+            metavar="FILE",
+            help="JSON-lines log files, plain or gzip-compressed; - for "
+            "stdin. Several files are merged in time order.",
+        )
     )
     parser.add_argument(
         "--since",
@@ -107,11 +110,13 @@ def add_summarize_arguments(parser: argparse.ArgumentParser) -> None:
         help="table (default), json (one object: lines, skipped, breakers, "
         "timeline) or html (one self-contained page)",
     )
-    parser.add_argument(
-        "--output",
-        metavar="PATH",
-        help="write the report to PATH (default: stdout for table and "
-        f"json, {DEFAULT_HTML_OUTPUT} for html); - for stdout",
+    complete_files(
+        parser.add_argument(
+            "--output",
+            metavar="PATH",
+            help="write the report to PATH (default: stdout for table and "
+            f"json, {DEFAULT_HTML_OUTPUT} for html); - for stdout",
+        )
     )
     parser.add_argument(
         "--flapping-trips",

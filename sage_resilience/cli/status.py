@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from sage_resilience._redact import redact
 from sage_resilience._terminal import aligned, printable
-from sage_resilience.cli._options import add_json, one_line_errors
+from sage_resilience.cli._options import add_format, one_line_errors
 from sage_resilience.cli._source import (
     CommandError,
     add_source,
@@ -51,20 +51,24 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``status`` options to *parser* (the CLI's subparser).
 
     ``status [--config PATH | --url URL] [--platform P] [--timeout
-    SECONDS] [--json]``. A bad value makes *parser* exit 2 with one line.
+    SECONDS] [--format {table,json}]`` (``--json``: ``--format json``). A
+    bad value makes *parser* exit 2 with one line.
 
     .. versionadded:: 0.1.0
     """
     one_line_errors(parser)
     add_source(parser)
-    add_json(parser, "print the status entries as one JSON object on stdout")
+    add_format(
+        parser, "the status entries as one JSON object on stdout", "table"
+    )
 
 
 def status_command(args: argparse.Namespace) -> int:
     """Run ``sage-resilience status``; return the exit code.
 
     Prints a table (colours only on a terminal, unless ``NO_COLOR`` is
-    set) or, with ``--json``, the object ``breaker_status()`` returns.
+    set) or, with ``--format json`` (or ``--json``), the object
+    ``breaker_status()`` returns.
 
     Returns:
         0 when the status was printed (whatever the states), 1 when the
@@ -83,7 +87,7 @@ def status_command(args: argparse.Namespace) -> int:
             status = breaker_status()
     except CommandError as exc:
         return fail("status", exc)
-    if args.json:
+    if args.format == "json":
         print(json.dumps(status, indent=2))
     else:
         print(format_status_table(status, colour=_colour_wanted(sys.stdout)))
