@@ -435,7 +435,7 @@ def _sqlite_path_problem(path: str) -> str | None:
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def _redis_url_problem(url: str) -> str | None:
+def _redis_url_problem(url: str) -> str | None:  # noqa: PLR0911 - one return per problem found
     """Why *url* is not a Redis URL redis-py can use, if so.
 
     Parsed with ``urllib.parse`` the way redis-py reads it; nothing is

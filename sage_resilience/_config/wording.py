@@ -68,7 +68,7 @@ def _type_at(root: Any, loc: _Path) -> Any:
     return current
 
 
-def _show(value: object) -> str:
+def _show(value: object) -> str:  # noqa: PLR0911 - one return per YAML spelling
     """A value as an error message quotes it (YAML spelling, redacted)."""
     if value is None:
         return "null"

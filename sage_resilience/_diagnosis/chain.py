@@ -96,7 +96,7 @@ def infer_kind(chain: Sequence[BaseException]) -> str | None:
     return _traceback_kind(chain)
 
 
-def _classify(
+def _classify(  # noqa: C901, PLR0911 - one return per cause
     exc: BaseException, kind: str | None, chain: Sequence[BaseException]
 ) -> tuple[str, bool] | None:
     """One exception's cause code, and whether it settles the question."""
@@ -133,7 +133,7 @@ def _classify(
     return None
 
 
-def _os_error_cause(
+def _os_error_cause(  # noqa: PLR0911 - one return per socket error
     exc: OSError, kind: str | None, chain: Sequence[BaseException]
 ) -> tuple[str, bool] | None:
     """A socket error, told apart by the kind of dependency it hit."""

@@ -184,7 +184,7 @@ SELECT
 """
 
 
-async def _check_postgres(target: _PgTarget, limit: float) -> Diagnosis:
+async def _check_postgres(target: _PgTarget, limit: float) -> Diagnosis:  # noqa: C901, PLR0911 - one finding per step of the check
     settings = target.settings()
     ctx = Context("postgres", settings, None)
     try:

@@ -62,7 +62,7 @@ def httpx_base_of(exc: BaseException) -> Any:
     return None
 
 
-def status_cause(status: int) -> str:
+def status_cause(status: int) -> str:  # noqa: PLR0911 - one return per status class
     """The cause code of an HTTP status."""
     if status in {401, 403}:
         return "http_unauthorized"
@@ -79,7 +79,7 @@ def status_cause(status: int) -> str:
     return "unknown"
 
 
-def httpx_cause(exc: BaseException, httpx: Any) -> tuple[str, bool] | None:
+def httpx_cause(exc: BaseException, httpx: Any) -> tuple[str, bool] | None:  # noqa: PLR0911 - one return per httpx error
     """Classify an httpx error; the bool says whether it is conclusive."""
     if isinstance(exc, httpx.HTTPStatusError):
         return status_cause(exc.response.status_code), True
@@ -134,7 +134,7 @@ def safe_url(url: str) -> str:
     )
 
 
-def _provider_message(response: Any) -> tuple[str | None, dict[str, Any]]:
+def _provider_message(response: Any) -> tuple[str | None, dict[str, Any]]:  # noqa: C901 - the shapes providers give their errors
     """The API's own error message from a response body, and its codes."""
     try:
         content: bytes = response.content

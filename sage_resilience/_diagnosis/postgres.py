@@ -60,7 +60,7 @@ def pg_timeout_cause(chain: Sequence[BaseException]) -> str:
     return "pg_query_timeout" if saw_asyncpg else "pg_unreachable"
 
 
-def sqlstate_cause(exc: BaseException) -> str | None:
+def sqlstate_cause(exc: BaseException) -> str | None:  # noqa: C901, PLR0911 - one return per SQLSTATE class
     """The cause code of a PostgreSQL error, by its SQLSTATE."""
     state = sqlstate(exc)
     text = message(exc)
@@ -222,7 +222,7 @@ def _too_many_connections(said: str) -> str:
     )
 
 
-def _describe_answer(code: str, said: str, details: dict[str, Any]) -> str:
+def _describe_answer(code: str, said: str, details: dict[str, Any]) -> str:  # noqa: C901, PLR0911 - one return per answer of the server
     """What the server answered; *said* is its message's first line."""
     if code == "pg_auth_failed":
         user = _quoted(said, "user") or _quoted(said, "role")

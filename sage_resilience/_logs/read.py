@@ -506,7 +506,9 @@ class _Source:
         if self.problem is not None:
             self._skip(self.lines + 1, self.problem)
 
-    def _scan(self, lines: list[bytes]) -> list[_Event]:
+    def _scan(  # noqa: C901, PLR0912 - the hot loop, inlined for speed
+        self, lines: list[bytes]
+    ) -> list[_Event]:
         """Look at each line of a block once (the hot loop).
 
         Lines naming a resilience event are parsed. Of the others, only the
@@ -615,7 +617,7 @@ class _Source:
             if stripped[:1] == b"{" and stripped[-1:] == b"}":
                 self._see_line(stripped)
 
-    def _parse(self, line: bytes, lineno: int) -> _Event | None:
+    def _parse(self, line: bytes, lineno: int) -> _Event | None:  # noqa: C901, PLR0911 - every way a line can be unusable
         """Parse a line that names a resilience event.
 
         Whatever the line holds, the answer is an event, an ordinary line,
@@ -645,35 +647,13 @@ class _Source:
                 obj,
             )
             return None
-        breaker = obj.get("breaker")
-        if not isinstance(breaker, str) or not breaker:
-            self._skip_event(lineno, f"{kind} without a breaker", obj)
+        problem = _event_problem(kind, obj)
+        if problem is not None:
+            self._skip_event(lineno, problem, obj)
             return None
-        if len(breaker) > _MAX_NAME:
-            self._skip_event(
-                lineno, f"{kind} with a breaker name too long", obj
-            )
-            return None
+        breaker = obj["breaker"]
         if not breaker.isascii():
             breaker = _safe_text(breaker)
-        if kind == STATE_CHANGED:
-            new_state = obj.get("new_state")
-            if _state(new_state) is None:
-                self._skip_event(
-                    lineno,
-                    f"{kind} without a new_state"
-                    if new_state is None or new_state == ""
-                    else f"{kind} with an invalid new_state",
-                    obj,
-                )
-                return None
-            if _count(obj.get("rejected_while_open")) is None:
-                self._skip_event(
-                    lineno,
-                    f"{kind} with rejected_while_open out of range",
-                    obj,
-                )
-                return None
         self.usable += 1
         if not self._see(us):
             if (
@@ -684,6 +664,25 @@ class _Source:
                 return (us, _PRE, breaker, obj)
             return None
         return (us, kind, breaker, obj)
+
+
+def _event_problem(kind: str, obj: dict[str, Any]) -> str | None:  # noqa: PLR0911 - one return per skip reason
+    """Why an event cannot be used (the skip reason), or None."""
+    breaker = obj.get("breaker")
+    if not isinstance(breaker, str) or not breaker:
+        return f"{kind} without a breaker"
+    if len(breaker) > _MAX_NAME:
+        return f"{kind} with a breaker name too long"
+    if kind != STATE_CHANGED:
+        return None
+    new_state = obj.get("new_state")
+    if _state(new_state) is None:
+        if new_state is None or new_state == "":
+            return f"{kind} without a new_state"
+        return f"{kind} with an invalid new_state"
+    if _count(obj.get("rejected_while_open")) is None:
+        return f"{kind} with rejected_while_open out of range"
+    return None
 
 
 def _state(value: object) -> str | None:

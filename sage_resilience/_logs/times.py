@@ -78,7 +78,7 @@ def _in_range(us: int) -> int | None:
     return us if _MIN_US <= us <= _MAX_US else None
 
 
-def parse_timestamp(value: object) -> int | None:
+def parse_timestamp(value: object) -> int | None:  # noqa: PLR0911 - one return per timestamp shape
     """Read a log timestamp as microseconds since the epoch (UTC).
 
     Accepts ISO-8601 with or without a zone (naive means UTC, ``Z`` is

@@ -52,6 +52,30 @@ def _yield_gil() -> None:
         select.select((), (), (), 0)
 
 
+class _Timers:
+    """When the backend thread next refreshes, polls and reconnects."""
+
+    __slots__ = ("backend", "poll", "refresh", "retry")
+
+    def __init__(self, backend: Backend, now: float) -> None:
+        self.backend = backend
+        self.refresh = now + (backend.refresh_interval or 0)
+        self.poll = now + (backend.poll_interval or 0)
+        self.retry = now + RETRY_INTERVAL
+
+    def wait(self, now: float) -> float:
+        """How long the thread may wait for work (at most a second)."""
+        backend = self.backend
+        if backend.degraded:
+            wake = self.retry
+        else:
+            wake = min(
+                self.refresh if backend.refresh_interval else float("inf"),
+                self.poll if backend.poll_interval else float("inf"),
+            )
+        return max(0.0, min(wake - now, 1))
+
+
 class Backend:
     """The thread that runs operations against one store, in order.
 
@@ -217,29 +241,9 @@ class Backend:
             self._connect()
         except Exception as exc:
             self._degrade(exc)
-        now = time.monotonic()
-        next_refresh = now + (self.refresh_interval or 0)
-        next_poll = now + (self.poll_interval or 0)
-        next_retry = now + RETRY_INTERVAL
+        timers = _Timers(self, time.monotonic())
         while True:
-            now = time.monotonic()
-            if self.degraded:
-                wake = next_retry
-            else:
-                wake = min(
-                    next_refresh if self.refresh_interval else float("inf"),
-                    next_poll if self.poll_interval else float("inf"),
-                )
-            try:
-                first = self._queue.get(timeout=max(0.0, min(wake - now, 1)))
-            except queue.Empty:
-                first = _TICK
-            items = [first]
-            while len(items) < _BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._take(timers.wait(time.monotonic()))
             stop = any(item is _STOP for item in items)
             if self._overflow:
                 self._overflow = False
@@ -247,21 +251,10 @@ class Backend:
                     f"more than {MAX_QUEUED} operations queued:"
                     " the store does not keep up"
                 )
-                next_retry = time.monotonic() + RETRY_INTERVAL
+                timers.retry = time.monotonic() + RETRY_INTERVAL
             try:
                 self._process([i for i in items if i is not _STOP])
-                now = time.monotonic()
-                if self.degraded:
-                    if now >= next_retry:
-                        next_retry = now + RETRY_INTERVAL
-                        self._try_recover()
-                else:
-                    if self.poll_interval and now >= next_poll:
-                        next_poll = now + self.poll_interval
-                        self._guard(self._apply_poll)
-                    if self.refresh_interval and now >= next_refresh:
-                        next_refresh = now + self.refresh_interval
-                        self._refresh()
+                self._housekeep(timers, time.monotonic())
             except Exception as exc:  # never kill the thread
                 logger.error(
                     "storage_thread_error",
@@ -277,6 +270,33 @@ class Backend:
                 break
         with contextlib.suppress(Exception):
             self._disconnect()
+
+    def _take(self, timeout: float) -> list[Any]:
+        """What is queued, at most :data:`_BATCH`; waits up to *timeout*."""
+        try:
+            items = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return [_TICK]
+        while len(items) < _BATCH:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _housekeep(self, timers: _Timers, now: float) -> None:
+        """Reconnect while degraded; else poll and refresh when due."""
+        if self.degraded:
+            if now >= timers.retry:
+                timers.retry = now + RETRY_INTERVAL
+                self._try_recover()
+            return
+        if self.poll_interval and now >= timers.poll:
+            timers.poll = now + self.poll_interval
+            self._guard(self._apply_poll)
+        if self.refresh_interval and now >= timers.refresh:
+            timers.refresh = now + self.refresh_interval
+            self._refresh()
 
     def _done(self, count: int) -> None:
         if not count:
@@ -322,14 +342,17 @@ class Backend:
                 _yield_gil()
             return
         for op, outcome in zip(ops, outcomes, strict=True):
-            op.storage._complete(op, outcome)
-            _yield_gil()
-            if self.tell_siblings:
-                # Policies of this process with the same name share the
-                # connection, so no poll would show them the change.
-                for sibling in self.storages(op.storage.breaker_name):
-                    if sibling is not op.storage:
-                        sibling._news(outcome.view)
+            self._answer(op, outcome)
+
+    def _answer(self, op: _Op, outcome: Outcome) -> None:
+        op.storage._complete(op, outcome)
+        _yield_gil()
+        if self.tell_siblings:
+            # Policies of this process with the same name share the
+            # connection, so no poll would show them the change.
+            for sibling in self.storages(op.storage.breaker_name):
+                if sibling is not op.storage:
+                    sibling._news(outcome.view)
 
     def _guard(self, fn: Callable[[], None]) -> None:
         try:

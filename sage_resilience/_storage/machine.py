@@ -166,7 +166,9 @@ class _Row:
             self.c += n
 
 
-def _step(row: _Row, op: str, args: tuple[str | int, ...]) -> None:
+def _step(  # noqa: C901, PLR0912, PLR0915 - one branch per operation, as in the Lua twin
+    row: _Row, op: str, args: tuple[str | int, ...]
+) -> None:
     """One operation on one circuit; the Python twin of :data:`_LUA`."""
     now = row.now
     if op == "count":

@@ -217,7 +217,7 @@ def _describe_filters(args: argparse.Namespace) -> str:
     return (" " + " ".join(parts)) if parts else ""
 
 
-def summarize_command(args: argparse.Namespace) -> int:
+def summarize_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per input problem
     """Run ``logs summarize`` with parsed arguments.
 
     Args:
