@@ -46,23 +46,43 @@ atomic operations, sent from the gate's slow paths:
   (``circuit_state_synced``, debug level);
 * while the store is degraded the gate works exactly as with the memory
   storage, and on recovery adopts what the store holds.
+
+The gate's side of a shared store is :class:`~sage_resilience._fleet.Fleet`
+(one per gate with a shared storage, None otherwise); what the gate shows
+of its failures is :class:`~sage_resilience._stats.GateStats`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
 from sage_resilience._classify import retry_after_of
-from sage_resilience._events import StateChange, iso, logger
-from sage_resilience._redact import MAX_TEXT, redact, secrets_of
-from sage_resilience._storage import _ms, _on_event_loop
+from sage_resilience._events import (
+    CALL_REJECTED,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    StateChange,
+    logger,
+)
+from sage_resilience._fleet import (
+    CLAIM_WAIT,
+    ClaimPending,
+    Fleet,
+    Synced,
+    adopt_storage_state,
+)
+from sage_resilience._stats import GateStats, describe_failure
+from sage_resilience._storage import (
+    LEASE_RESERVE,
+    SharedStorage,
+    _on_event_loop,
+)
 from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 
@@ -70,14 +90,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._config import PolicyConfig
-    from sage_resilience._storage import Outcome, SharedStorage, View
     from sage_resilience._window import SlidingWindow
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Gate"]
-
-CLOSED: Final = pybreaker.STATE_CLOSED
-OPEN: Final = pybreaker.STATE_OPEN
-HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
+__all__ = [
+    "CLAIM_WAIT",
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "ClaimPending",
+    "Gate",
+    "describe_failure",
+]
 
 #: The clock a gate reads unless a test gives it another: every time a
 #: gate keeps is on it, so stepping the wall clock moves no deadline.
@@ -94,99 +117,13 @@ _CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
 #: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
 _PROBE: Final = 1
 
-_RATE_BUCKETS: Final = 60
-
-
-#: How many counted-failure times a gate keeps.
-_FAILURE_TIMES = 256
-
 
 def _noop() -> None:
     return None
 
 
-class _Synced:
-    """A transition adopted from the shared storage (made elsewhere)."""
-
-    __slots__ = ("breaker", "new_state", "old_state", "storage")
-
-    def __init__(
-        self, breaker: str, old_state: str, new_state: str, storage: str
-    ) -> None:
-        self.breaker = breaker
-        self.old_state = old_state
-        self.new_state = new_state
-        self.storage = storage
-
-    def emit(self) -> None:
-        logger.debug(
-            "circuit_state_synced",
-            breaker=self.breaker,
-            old_state=self.old_state,
-            new_state=self.new_state,
-            storage=self.storage,
-        )
-
-
-#: Why the store's answer moved this gate when this process's operation
-#: made the transition there.
-_MADE_HERE: Final = {
-    (CLOSED, OPEN): "consecutive_failures",
-    (OPEN, HALF_OPEN): "recovery_timeout_elapsed",
-    (HALF_OPEN, CLOSED): "probe_succeeded",
-    (HALF_OPEN, OPEN): "probe_failed",
-}
-
-
 def _raise(exc: BaseException) -> None:
     raise exc
-
-
-def describe_failure(exc: BaseException) -> str:
-    """``"ExcType: message"`` with secrets redacted, for status and events."""
-    name = type(exc).__name__
-    try:
-        # Cut before anything else: a 10 MB message costs no more than
-        # a short one.
-        text = str(exc)[: 2 * MAX_TEXT].strip().split("\n", 1)[0]
-    except Exception:  # a broken __str__ must not replace the error
-        text = "<message could not be printed>"
-    if not text:
-        return name
-    return f"{name}: {redact(text, known=secrets_of(exc))}"[:500]
-
-
-class _RateCounter:
-    """Counted failures in the last 60 s, in 60 one-second buckets.
-
-    Constant memory whatever the failure rate.
-    """
-
-    __slots__ = ("_counts", "_seconds")
-
-    def __init__(self) -> None:
-        self._counts = [0] * _RATE_BUCKETS
-        self._seconds = [-1] * _RATE_BUCKETS
-
-    def add(self, now: float) -> None:
-        second = int(now)
-        i = second % _RATE_BUCKETS
-        if self._seconds[i] != second:
-            self._seconds[i] = second
-            self._counts[i] = 0
-        self._counts[i] += 1
-
-    def total(self, now: float) -> int:
-        oldest = int(now) - _RATE_BUCKETS
-        return sum(
-            c
-            for c, s in zip(self._counts, self._seconds, strict=True)
-            if s > oldest
-        )
-
-    def clear(self) -> None:
-        self._counts = [0] * _RATE_BUCKETS
-        self._seconds = [-1] * _RATE_BUCKETS
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -203,64 +140,6 @@ class _Listener(pybreaker.CircuitBreakerListener):
     ) -> None:
         old = old_state.name if old_state is not None else CLOSED
         self._gate._on_transition(old, new_state.name)
-
-
-class _ClaimWait:
-    """The answer to one probe claim, for the callers waiting on it."""
-
-    __slots__ = ("_futures", "_lock", "done")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self._lock = threading.Lock()
-        self._futures: list[tuple[asyncio.AbstractEventLoop, Any]] = []
-
-    def set(self) -> None:
-        """The store answered (backend thread): wake every waiter."""
-        with self._lock:
-            self.done.set()
-            futures, self._futures = self._futures, []
-        for loop, future in futures:
-            with contextlib.suppress(RuntimeError):  # a closed loop
-                loop.call_soon_threadsafe(_resolve, future)
-
-    async def wait(self, bound: float) -> None:
-        """Until the answer came, or *bound* seconds."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        with self._lock:
-            if self.done.is_set():
-                return
-            self._futures.append((loop, future))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(bound):
-                await future
-
-
-def _resolve(future: Any) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class ClaimPending(Exception):  # noqa: N818 - not an error: a wait
-    """This caller's probe claim is in flight (``Gate.admit(wait=True)``).
-
-    Await :meth:`admit` for the ticket (or the refusal).
-    """
-
-    def __init__(self, gate: Gate, claim: _ClaimWait) -> None:
-        super().__init__(gate.name)
-        self.gate = gate
-        self.claim = claim
-
-    async def admit(self) -> int:
-        """The ticket once the store answered (or CircuitOpenError)."""
-        await self.claim.wait(CLAIM_WAIT)
-        return self.gate.admit()
-
-
-#: How long the caller that claimed a probe's lease waits for the answer.
-CLAIM_WAIT: Final = 0.5
 
 
 class _GuardedListener(pybreaker.CircuitBreakerListener):
@@ -362,7 +241,7 @@ class Gate:
         self._wall_base = time.time()
         self._local_base = _LOCAL_CLOCK()
         self._lock = threading.Lock()
-        self._pending: list[StateChange | _Synced] = []
+        self._pending: list[StateChange | Synced] = []
         self._refusal_info: RefusalInfo | None = None
         self._reason: str | None = None
 
@@ -382,22 +261,13 @@ class Gate:
         # nothing to tell pybreaker.
         self._clean = True
 
-        # Statistics (status, metrics, events).
-        self.calls = 0
-        self.successes = 0
-        self.failures = 0
-        self.rejections = 0
-        self.retries = 0
-        self.bulkhead_rejections = 0
-        self._open_seconds = 0.0  # closed open periods; never reset
+        # Counters (status, metrics), changed on every call; the rest of
+        # the statistics is in self._stats.
+        self.calls = self.successes = self.failures = 0
+        self.rejections = self.retries = self.bulkhead_rejections = 0
         self._rejected_while_open = 0
         self._rejection_logged = False
-        # Epoch times of recent counted failures: the last 5 are reported;
-        # more serve failure counts over a window (the compat layer).
-        self._recent: deque[float] = deque(maxlen=_FAILURE_TIMES)
-        self._rate = _RateCounter()
-        self.last_failure: str | None = None
-        self.last_cause: str | None = None
+        self._stats = GateStats()
 
         # Adaptive open time (recovery_backoff).
         self._closed_at: float | None = None
@@ -408,19 +278,8 @@ class Gate:
         self._asked: float | None = None
         self.window: SlidingWindow | None = None
 
-        # Shared storage: the store's view being adopted, whether the
-        # transition is someone else's, probe leases granted by the store
-        # (token, usable until) and held by running probes, claim state.
-        self._shared: SharedStorage | None = None
-        self._adopting: View | None = None
-        self._silent = False
-        self._lease_pool: list[tuple[str, float]] = []
-        self._leases: list[str] = []
-        self._claiming = False
-        self._claim_wait: _ClaimWait | None = None
-        self._next_claim = 0.0
-        self._diverged = False  # transitions logged while degraded
-
+        # The gate's side of a shared storage (None with any other).
+        self._fleet: Fleet | None = None
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
         self.breaker: pybreaker.CircuitBreaker = _Breaker(
             fail_max=config.failure_threshold,
@@ -433,18 +292,11 @@ class Gate:
         )
         self.config = config
         self.reconfigure(config)
-        from sage_resilience._storage import SharedStorage  # noqa: PLC0415
-
         if isinstance(self._storage, SharedStorage):
-            self._shared = self._storage
-            loaded = self._shared.bind(self)
-            if loaded is not None:
-                with self._lock:
-                    self._apply_view(loaded, reason="storage", silent=True)
-                    events = self._take_events()
-                self._emit(events)
-                return
-        self._adopt_storage_state()
+            self._fleet = Fleet(self, self._storage)
+            self._fleet.join()
+        else:
+            adopt_storage_state(self)
 
     # -- configuration ----------------------------------------------------
 
@@ -475,25 +327,6 @@ class Gate:
             elif self.window is None or self.window.config != trip:
                 self.window = SlidingWindow(trip)
             self._clean = self._state == CLOSED and not self.failure_count
-
-    def _adopt_storage_state(self) -> None:
-        """Start from what the storage holds (a persisted open circuit)."""
-        state = self._storage.state
-        if state == CLOSED:
-            return
-        opened = self._storage.opened_at
-        with self._lock:
-            self._state = _CANONICAL[state]
-            self._clean = False
-            if opened is not None:
-                self._opened_at = self._from_wall(opened.timestamp())
-                self._probe_at = (
-                    self._opened_at + self.current_recovery_timeout
-                )
-            if state == HALF_OPEN:
-                # Whoever held the probe slots is gone: start over.
-                self._probe_at = self._clock()
-                self._state = OPEN
 
     # -- admission --------------------------------------------------------
 
@@ -531,44 +364,45 @@ class Gate:
                 self.calls += 1
                 return self._generation << 1
             now = self._clock()
-            shared = self._live()
+            fleet = self._live()
             claimed = False
             if state == OPEN and not self._forced and now >= self._probe_at:
-                if shared is None:
+                if fleet is None:
                     self._reason = "recovery_timeout_elapsed"
                     self.breaker.half_open()
                     state = self._state
                 else:
                     # The store moves us to half-open with a lease.
-                    claimed = self._claim(shared, now)
+                    claimed = fleet.claim(now)
             token = None
             probe = (
                 state == HALF_OPEN
                 and self._probes < self.config.half_open_max_calls
             )
-            if probe and shared is not None:
-                token = self._take_lease(now)
+            if probe and fleet is not None:
+                token = fleet.take_lease(now)
                 if token is None:
-                    claimed = self._claim(shared, now) or claimed
+                    claimed = fleet.claim(now) or claimed
                     probe = False
-            claim = self._claim_wait if claimed and not again else None
+            claim = (
+                fleet.claim_wait
+                if fleet is not None and claimed and not again
+                else None
+            )
             if claim is not None and not wait and _on_event_loop():
                 claim = None  # a sync call on a loop thread never blocks
             if probe:
                 self._probes += 1
                 self.calls += 1
                 ticket = self._generation << 1 | _PROBE
-                if shared is not None and token is not None:
-                    self._leases.append(token)
-                    shared.push_hold(
-                        token, self._wall(), ttl=self._lease_ttl()
-                    )
+                if fleet is not None and token is not None:
+                    fleet.hold(token)
             elif claim is not None:
                 ticket = -2  # the claim is in flight: wait for it
             else:
                 if (
                     state == HALF_OPEN
-                    and shared is None
+                    and fleet is None
                     and now - self._half_open_at >= self._probe_wait()
                 ):
                     # The probes hang: they lose their slots, and the
@@ -593,53 +427,15 @@ class Gate:
         wait = self.config.half_open_max_wait
         if wait is not None:
             return wait
-        from sage_resilience._storage import LEASE_RESERVE  # noqa: PLC0415
-
         timeout = self.config.timeout
         return max(LEASE_RESERVE, timeout or self.current_recovery_timeout)
 
-    def _live(self) -> SharedStorage | None:
-        """The shared storage, unless it is degraded (or there is none)."""
-        shared = self._shared
-        if shared is None or shared.degraded:
+    def _live(self) -> Fleet | None:
+        """The fleet, unless its storage is degraded (or there is none)."""
+        fleet = self._fleet
+        if fleet is None or fleet.shared.degraded:
             return None
-        return shared
-
-    def _lease_ttl(self) -> float:
-        # A shared store's lease expires like a memory gate's wait.
-        return self._probe_wait()
-
-    def _take_lease(self, now: float) -> str | None:
-        """A probe slot granted by the store, or None."""
-        pool = self._lease_pool
-        while pool:
-            token, usable_until = pool.pop()
-            if now < usable_until:
-                return token
-        return None
-
-    def _claim(self, shared: SharedStorage, now: float) -> bool:
-        """Ask the store for a probe slot, one request at a time.
-
-        Returns:
-            Whether this call sent the claim (its caller may wait for it).
-        """
-        if self._claiming or now < self._next_claim:
-            return False
-        from sage_resilience._storage import (  # noqa: PLC0415
-            LEASE_RESERVE,
-            new_token,
-        )
-
-        self._claiming = True
-        self._claim_wait = _ClaimWait()
-        shared.push_claim(
-            self._wall(),
-            max_calls=self.config.half_open_max_calls,
-            ttl=LEASE_RESERVE,
-            token=new_token(),
-        )
-        return True
+        return fleet
 
     def _reject(self, now: float) -> CircuitOpenError:
         self.rejections += 1
@@ -649,18 +445,19 @@ class Gate:
         if not self._rejection_logged and self._state == OPEN:
             self._rejection_logged = True
             logger.warning(
-                "call_rejected",
+                CALL_REJECTED,
                 breaker=self.name,
                 retry_after=round(retry_after, 3),
                 forced=self._forced,
             )
         info = self._refusal_info
         if info is None:
+            stats = self._stats
             info = self._refusal_info = RefusalInfo(
                 self.name,
                 self.failure_count,
-                self.last_failure,
-                self.last_cause,
+                stats.last_failure,
+                stats.last_cause,
                 self._state,
                 self._forced,
             )
@@ -681,8 +478,8 @@ class Gate:
             self.name,
             retry_after=self.retry_after(),
             failure_count=self.failure_count,
-            last_failure=self.last_failure,
-            last_cause=self.last_cause,
+            last_failure=self._stats.last_failure,
+            last_cause=self._stats.last_cause,
             state=self._state,
             forced=self._forced,
         )
@@ -708,13 +505,14 @@ class Gate:
         with self._lock:
             if not self._current(ticket):
                 return  # a late outcome from an earlier circuit generation
-            shared = self._live()
+            fleet = self._live()
             token = None
             tripped = had_failures = False
             if ticket & _PROBE:
                 self._probes -= 1
                 self._reason = "probe_succeeded"
-                token = self._leases.pop() if self._leases else None
+                if self._fleet is not None:
+                    token = self._fleet.pop_lease()
             elif window is not None and self._window_verdict(
                 window, failed=False, duration=duration
             ):
@@ -728,44 +526,11 @@ class Gate:
                 self.breaker.call(_noop)
                 self._clean = self._state == CLOSED
             events = self._take_events()
-            if shared is not None:
-                events = self._push_success(
-                    shared, token, events, tripped=tripped, reset=had_failures
+            if fleet is not None:
+                events = fleet.push_outcome(
+                    token, events, ok=True, tripped=tripped, reset=had_failures
                 )
         self._emit(events)
-
-    def _push_success(
-        self,
-        shared: SharedStorage,
-        token: str | None,
-        events: list[StateChange | _Synced],
-        *,
-        tripped: bool,
-        reset: bool,
-    ) -> list[StateChange | _Synced]:
-        """Tell the store about a success; the events it now owns go."""
-        now = self._wall()
-        if token is not None:
-            shared.push_verdict(
-                token,
-                now,
-                ok=True,
-                success_threshold=self.config.success_threshold,
-                open_for=self.current_recovery_timeout,
-                events=events,
-            )
-            return []
-        if tripped:
-            shared.push_open(
-                now,
-                open_for=self.current_recovery_timeout,
-                forced=False,
-                events=events,
-            )
-            return []
-        if reset:
-            shared.push_success(now)
-        return events
 
     def failure(
         self,
@@ -779,10 +544,7 @@ class Gate:
         asked = retry_after_of(exc)
         with self._lock:
             self.failures += 1
-            self._recent.append(now)
-            self._rate.add(now)
-            self.last_failure = describe_failure(exc)
-            self.last_cause = cause
+            self._stats.record_failure(now, exc, cause)
             self._refusal_info = None
             if not self._current(ticket):
                 return  # late: the circuit has moved on without it
@@ -790,25 +552,25 @@ class Gate:
             # Should this failure open the circuit, it stays open as long
             # as the answer asked (Retry-After); see _open_time().
             self._asked = asked
-            shared = self._live()
+            fleet = self._live()
             token = None
-            if ticket & _PROBE:
+            probe = ticket & _PROBE
+            if probe:
                 self._probes -= 1
                 self._reason = "probe_failed"
-                token = self._leases.pop() if self._leases else None
+                if self._fleet is not None:
+                    token = self._fleet.pop_lease()
             else:
                 self._reason = "consecutive_failures"
-            if shared is not None and not ticket & _PROBE:
-                tripped = self._count_shared(shared, exc, now)
+            if fleet is not None and not probe:
+                tripped = fleet.count_failure(exc, now)
             else:
                 tripped = False
-                # pybreaker counts it (and may open), then re-raises it.
-                with contextlib.suppress(BaseException):
-                    self.breaker.call(_raise, exc)
+                self._count(exc)
             window = self.window
             if (
                 window is not None
-                and not ticket & _PROBE
+                and not probe
                 and self._state == CLOSED
                 and self._window_verdict(
                     window, failed=True, duration=duration
@@ -819,56 +581,16 @@ class Gate:
                 tripped = True
             self._asked = None
             events = self._take_events()
-            if shared is not None and token is not None:
-                shared.push_verdict(
-                    token,
-                    self._wall(),
-                    ok=False,
-                    success_threshold=self.config.success_threshold,
-                    open_for=self.current_recovery_timeout,
-                    events=events,
+            if fleet is not None:
+                events = fleet.push_outcome(
+                    token, events, ok=False, tripped=tripped
                 )
-                events = []
-            elif shared is not None and tripped:
-                shared.push_open(
-                    self._wall(),
-                    open_for=self.current_recovery_timeout,
-                    forced=False,
-                    events=events,
-                )
-                events = []
         self._emit(events)
 
-    def _count_shared(
-        self, shared: SharedStorage, exc: BaseException, now: float
-    ) -> bool:
-        """Count a failure while closed with a store; True: opened here.
-
-        ``failure_threshold`` consecutive failures seen here open the
-        circuit at once (a fast flood would otherwise reach the dependency
-        until the store's answer is back), and the store follows; fewer
-        go to the store, which counts them fleet-wide and opens at the
-        threshold (lock held).
-        """
-        self._streak += 1
-        if self._streak >= self.config.failure_threshold:
-            shared.set_counts(
-                max(self.failure_count, self._streak),
-                int(shared.success_counter),
-            )
-            self.breaker.open()
-            return True
-        reason = "consecutive_failures"
-        shared.push_failure(
-            exc,
-            self._wall(),
-            threshold=self.config.failure_threshold,
-            open_for=self._open_time(
-                self._next_recovery_timeout(CLOSED, now, reason), reason
-            ),
-            generation=self._generation,
-        )
-        return False
+    def _count(self, exc: BaseException) -> None:
+        """Count a failure in pybreaker (it may open), which re-raises it."""
+        with contextlib.suppress(BaseException):
+            self.breaker.call(_raise, exc)
 
     def _current(self, ticket: int) -> bool:
         """Whether *ticket*'s outcome may still change the circuit.
@@ -892,9 +614,9 @@ class Gate:
         with self._lock:
             if ticket >> 1 == self._generation:
                 self._probes -= 1
-                shared = self._live()
-                if self._leases and shared is not None:
-                    shared.push_release(self._leases.pop(), self._wall())
+                fleet = self._live()
+                if fleet is not None:
+                    fleet.release()
 
     _window_reason = "failure_rate"
 
@@ -932,6 +654,7 @@ class Gate:
             return window.tick(now)
 
     # -- operator controls -------------------------------------------------
+    # -- operator controls -------------------------------------------------
 
     def force_open(self) -> None:
         """Open until :meth:`force_close`; no automatic half-open.
@@ -949,9 +672,9 @@ class Gate:
             else:
                 self.breaker.open()
             events = self._take_events()
-            shared = self._live()
-            if shared is not None:
-                op = shared.push_open(
+            fleet = self._live()
+            if fleet is not None:
+                op = fleet.shared.push_open(
                     self._wall(),
                     open_for=self.current_recovery_timeout,
                     forced=True,
@@ -960,8 +683,8 @@ class Gate:
                 )
                 events = []
         self._emit(events)
-        if op is not None and self._shared is not None:
-            self._shared.wait(op)
+        if op is not None and self._fleet is not None:
+            self._fleet.shared.wait(op)
 
     def force_close(self, reason: str = "forced") -> None:
         """Close the circuit (also ends a forced open).
@@ -976,9 +699,9 @@ class Gate:
             if self._state != CLOSED:
                 self.breaker.close()
             events = self._take_events()
-            shared = self._live()
-            if shared is not None:
-                op = shared.push_close(
+            fleet = self._live()
+            if fleet is not None:
+                op = fleet.shared.push_close(
                     self._wall(),
                     reset=reason == "reset",
                     events=events,
@@ -986,8 +709,8 @@ class Gate:
                 )
                 events = []
         self._emit(events)
-        if op is not None and self._shared is not None:
-            self._shared.wait(op)
+        if op is not None and self._fleet is not None:
+            self._fleet.shared.wait(op)
 
     def reset(self) -> None:
         """Close and clear every counter and statistic."""
@@ -999,9 +722,7 @@ class Gate:
             self.calls = self.successes = self.failures = 0
             self.rejections = self.retries = self.bulkhead_rejections = 0
             self._rejected_while_open = 0
-            self._recent.clear()
-            self._rate.clear()
-            self.last_failure = self.last_cause = None
+            self._stats.clear()
             self.current_recovery_timeout = self.config.recovery_timeout
             self._backoff_timeout = self.config.recovery_timeout
             self.breaker.reset_timeout = self.current_recovery_timeout
@@ -1020,24 +741,20 @@ class Gate:
         self._probes = 0
         self._streak = 0
         self._refusal_info = None
-        adopting = self._adopting
-        if self._shared is not None:
-            # Leases belong to the state that granted them.
-            self._lease_pool.clear()
-            self._leases.clear()
-            self._next_claim = 0.0
-            if self._shared.degraded and not self._silent:
-                self._diverged = True
+        fleet = self._fleet
+        adopting, silent = None, False
+        if fleet is not None:
+            adopting, silent = fleet.adopting, fleet.silent
+            fleet.transitioned()
         if new != OPEN:
             self._forced = False  # e.g. breaker.close() called directly
         rejected: int | None = None
         if old == OPEN:
             rejected = self._rejected_while_open
-            if self._opened_at is not None:
-                self._open_seconds += max(0.0, now - self._opened_at)
+            self._stats.closed_open_period(now, self._opened_at)
         if new == OPEN:
-            if adopting is not None:
-                self._adopt_timing(adopting)
+            if fleet is not None and adopting is not None:
+                fleet.adopt_timing(adopting)
             else:
                 self._grow_recovery_timeout(old, now, reason)
                 self._opened_at = now
@@ -1061,32 +778,37 @@ class Gate:
         # The constant itself: the hot path compares by identity, and a
         # state read back from a store is an equal but different string.
         self._state = _CANONICAL[new]
-        if self._silent:
+        if silent:
             self._pending.append(
-                _Synced(self.name, old, new, self.storage_name)
+                Synced(self.name, old, new, self.storage_name)
             )
             return
         self._pending.append(
-            StateChange(
-                breaker=self.name,
-                old_state=old,
-                new_state=new,
-                reason=reason,
-                failure_count=self.failure_count,
-                failure_threshold=self.config.failure_threshold,
-                recovery_timeout=self.current_recovery_timeout,
-                recent_failures=tuple(
-                    self._to_wall(t) for t in tuple(self._recent)[-5:]
-                ),
-                failure_rate_per_min=self._rate.total(now),
-                last_failure=self.last_failure,
-                last_cause=self.last_cause,
-                rejected_while_open=rejected,
-                platform=self.platform,
-                open_for=self.current_recovery_timeout
-                if new == OPEN and not self._forced
-                else None,
-            )
+            self._state_change(old, new, reason, rejected, now)
+        )
+
+    def _state_change(
+        self, old: str, new: str, reason: str, rejected: int | None, now: float
+    ) -> StateChange:
+        """The ``circuit_state_changed`` event of a transition made here."""
+        stats = self._stats
+        return StateChange(
+            breaker=self.name,
+            old_state=old,
+            new_state=new,
+            reason=reason,
+            failure_count=self.failure_count,
+            failure_threshold=self.config.failure_threshold,
+            recovery_timeout=self.current_recovery_timeout,
+            recent_failures=stats.shown(self._to_wall),
+            failure_rate_per_min=stats.per_minute(now),
+            last_failure=stats.last_failure,
+            last_cause=stats.last_cause,
+            rejected_while_open=rejected,
+            platform=self.platform,
+            open_for=self.current_recovery_timeout
+            if new == OPEN and not self._forced
+            else None,
         )
 
     def _grow_recovery_timeout(
@@ -1130,183 +852,7 @@ class Gate:
             return base
         return min(self._backoff_timeout * backoff.multiplier, backoff.max)
 
-    # -- shared storage (called from the storage's thread) -------------------
-
-    def _apply_view(self, view: View, *, reason: str, silent: bool) -> None:
-        """Make the local circuit what *view* says (lock held)."""
-        assert self._shared is not None
-        self._forced = view.forced
-        target = view.state
-        # The counts first: the transition's event reports them.
-        self._shared.set_counts(view.counter, view.successes)
-        if target != self._state:
-            self._adopting = view
-            self._silent = silent
-            self._reason = reason
-            try:
-                if self.breaker._state.name == target:
-                    # pybreaker already holds it (a state loaded at start).
-                    self._on_transition(self._state, target)
-                elif target == OPEN:
-                    self.breaker.open()
-                elif target == HALF_OPEN:
-                    self.breaker.half_open()
-                else:
-                    self.breaker.close()
-            finally:
-                self._adopting = None
-                self._silent = False
-                self._reason = None
-        elif target == OPEN:
-            self._adopt_timing(view)
-        # pybreaker zeroes them on some transitions: the store's win.
-        self._shared.set_counts(view.counter, view.successes)
-        self._clean = self._state == CLOSED and view.counter == 0
-        if self._clean:
-            self._streak = 0
-
-    def _adopt_timing(self, view: View) -> None:
-        """Open since and until when the store says (lock held)."""
-        import datetime as dt  # noqa: PLC0415
-
-        self._opened_at = self._from_wall(view.opened_at / 1000)
-        self._storage.opened_at = dt.datetime.fromtimestamp(
-            view.opened_at / 1000, tz=dt.UTC
-        )
-        self._refusal_info = None
-        if view.forced:
-            self._probe_at = float("inf")
-            return
-        self._probe_at = self._from_wall(view.probe_at / 1000)
-        open_for = (view.probe_at - view.opened_at) / 1000
-        if open_for > 0:
-            self.current_recovery_timeout = open_for
-            self._backoff_timeout = open_for
-            self.breaker.reset_timeout = open_for
-
-    def _storage_sync(
-        self,
-        view: View,
-        *,
-        ours: bool,
-        events: list[Any],
-        resync: bool = False,
-    ) -> None:
-        """The store answered one of our operations, or sent news."""
-        shared = self._shared
-        assert shared is not None
-        with self._lock:
-            out: list[StateChange | _Synced] = []
-            if ours:
-                # This process's operation made the transition: log it.
-                if not events and view.state == self._state:
-                    events = shared.steal_events(view.state)
-                out.extend(events)
-                if view.state == self._state == OPEN:
-                    # Opened here and confirmed: the store's times are
-                    # what the fleet shows.
-                    self._adopt_timing(view)
-                if view.state != self._state:
-                    self._apply_view(
-                        view,
-                        reason=_MADE_HERE.get(
-                            (self._state, view.state), "storage"
-                        ),
-                        silent=bool(events),
-                    )
-            elif not shared.optimistic():
-                # Not ours (or lost a race): adopt, unless a local
-                # transition of ours is still on its way to the store.
-                self._apply_view(
-                    view,
-                    reason="storage_resync",
-                    silent=not (resync and self._diverged),
-                )
-                self._next_claim = 0.0
-            if resync:
-                self._diverged = False
-            out.extend(self._take_events())
-        self._emit(out)
-
-    def _storage_claimed(
-        self, outcome: Outcome | None, token: str, ttl_ms: int
-    ) -> None:
-        """The store answered a probe claim (None: it could not)."""
-        from sage_resilience._storage import (  # noqa: PLC0415
-            CLAIM_RETRY,
-            LEASE_IDLE,
-        )
-
-        shared = self._shared
-        assert shared is not None
-        with self._lock:
-            self._claiming = False
-            claim, self._claim_wait = self._claim_wait, None
-            now = self._clock()
-            if outcome is None:
-                self._next_claim = 0.0
-                if claim is not None:
-                    claim.set()
-                return
-            view = outcome.view
-            if view.state != self._state and (
-                outcome.won or not shared.optimistic()
-            ):
-                self._apply_view(
-                    view,
-                    reason="recovery_timeout_elapsed",
-                    silent=not outcome.won,
-                )
-            if outcome.granted and self._state == HALF_OPEN:
-                usable = now + min(LEASE_IDLE, ttl_ms / 1000)
-                self._lease_pool.append((token, usable))
-                self._next_claim = 0.0
-            elif not outcome.granted:
-                self._next_claim = max(
-                    now + CLAIM_RETRY, self._from_wall(outcome.hint / 1000)
-                )
-            events = self._take_events()
-        self._emit(events)
-        if claim is not None:
-            claim.set()  # the claimant is the probe if it was granted
-
-    def _storage_local_failure(
-        self, exc: BaseException, generation: int
-    ) -> None:
-        """A failure the store never counted: count it here."""
-        with self._lock:
-            if generation != self._generation or self._state != CLOSED:
-                return
-            self._reason = "consecutive_failures"
-            with contextlib.suppress(BaseException):
-                self.breaker.call(_raise, exc)
-            events = self._take_events()
-        self._emit(events)
-
-    def _storage_snapshot(self) -> View:
-        """The local circuit as a view (to seed a store that lost it)."""
-        from sage_resilience._storage import View  # noqa: PLC0415
-
-        shared = self._shared
-        assert shared is not None
-        with self._lock:
-            opened = self._opened_at if self._state != CLOSED else None
-            probe = (
-                _ms(self._to_wall(self._probe_at))
-                if self._state == OPEN and not self._forced
-                else 0
-            )
-            return View(
-                self._state,
-                self.failure_count,
-                int(self._storage.success_counter),
-                _ms(self._to_wall(opened)) if opened is not None else 0,
-                probe,
-                self._forced,
-                max(shared.seen_version, 0),
-            )
-
-    def _take_events(self) -> list[StateChange | _Synced]:
+    def _take_events(self) -> list[StateChange | Synced]:
         self._reason = None
         if not self._pending:
             return self._pending
@@ -1314,7 +860,7 @@ class Gate:
         return events
 
     @staticmethod
-    def _emit(events: list[StateChange | _Synced]) -> None:
+    def _emit(events: list[StateChange | Synced]) -> None:
         for event in events:
             event.emit()
 
@@ -1380,47 +926,10 @@ class Gate:
     def failure_times(self) -> list[float]:
         """Epoch times of the recent counted failures, oldest first."""
         with self._lock:
-            return [self._to_wall(t) for t in self._recent]
+            return self._stats.failure_times(self._to_wall)
 
     def status(self) -> dict[str, Any]:
         """This gate's status entry (see ``docs/operations.md``)."""
         now = self._clock()
         with self._lock:
-            window = self.window
-            entry: dict[str, Any] = {
-                "name": self.name,
-                "state": self._state,
-                "forced": self._forced,
-                "failure_count": self.failure_count,
-                "failure_threshold": self.config.failure_threshold,
-                "recovery_timeout": self.config.recovery_timeout,
-                "current_recovery_timeout": self.current_recovery_timeout,
-                "success_threshold": self.config.success_threshold,
-                "half_open_max_calls": self.config.half_open_max_calls,
-                "opened_at": iso(self._to_wall(self._opened_at))
-                if self._state != CLOSED and self._opened_at is not None
-                else None,
-                "retry_after": round(self.retry_after(), 3),
-                "recent_failures": [
-                    iso(self._to_wall(t)) for t in list(self._recent)[-5:]
-                ],
-                "failure_rate_per_min": self._rate.total(now),
-                "last_failure": self.last_failure,
-                "last_cause": self.last_cause,
-                "calls": self.calls,
-                "successes": self.successes,
-                "failures": self.failures,
-                "rejections": self.rejections,
-                "retries": self.retries,
-                "bulkhead_rejections": self.bulkhead_rejections,
-                "open_seconds_total": self._open_seconds
-                + (
-                    max(0.0, now - self._opened_at)
-                    if self._state == OPEN and self._opened_at is not None
-                    else 0.0
-                ),
-                "storage": self.storage_name,
-                "window": window.figures(now) if window is not None else None,
-                "critical": self.config.critical,
-            }
-        return entry
+            return self._stats.entry(self, now)

@@ -506,9 +506,12 @@ class _Op:
 
 
 class Sink(Protocol):
-    """What a storage tells the gate it serves (from the backend thread)."""
+    """What a storage tells the gate it serves (from the backend thread).
 
-    def _storage_sync(
+    :class:`sage_resilience._fleet.Fleet` is the gate's side.
+    """
+
+    def sync(
         self,
         view: View,
         *,
@@ -517,15 +520,13 @@ class Sink(Protocol):
         resync: bool = False,
     ) -> None: ...
 
-    def _storage_claimed(
+    def claimed(
         self, outcome: Outcome | None, token: str, ttl_ms: int
     ) -> None: ...
 
-    def _storage_local_failure(
-        self, exc: BaseException, generation: int
-    ) -> None: ...
+    def local_failure(self, exc: BaseException, generation: int) -> None: ...
 
-    def _storage_snapshot(self) -> View: ...
+    def snapshot(self) -> View: ...
 
 
 class SharedStorage(pybreaker.CircuitBreakerStorage):
@@ -534,7 +535,8 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
     The fields pybreaker reads and writes are a local view in memory;
     the ``push_*`` methods queue the matching operation for the backend
     thread and never block. The gate bound with :meth:`bind` hears back
-    through its ``_storage_*`` methods.
+    through its :class:`Sink` (``sync``, ``claimed``, ``local_failure``,
+    ``snapshot``).
 
     .. versionadded:: 0.1.0
     """
@@ -759,9 +761,9 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         if sink is not None:
             if op.kind == "claim":
                 token, ttl_ms = str(op.args[1]), int(op.args[2])
-                sink._storage_claimed(outcome, token, ttl_ms)
+                sink.claimed(outcome, token, ttl_ms)
             else:
-                sink._storage_sync(
+                sink.sync(
                     outcome.view,
                     ours=outcome.won and op.kind != "seed",
                     events=events,
@@ -780,9 +782,9 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
             event.emit()
         if sink is not None:
             if op.kind == "fail" and op.exc is not None:
-                sink._storage_local_failure(op.exc, op.generation)
+                sink.local_failure(op.exc, op.generation)
             elif op.kind == "claim":
-                sink._storage_claimed(None, str(op.args[1]), 0)
+                sink.claimed(None, str(op.args[1]), 0)
         if op.done is not None:
             op.done.set()
 
@@ -797,7 +799,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
             if sink is None:
                 self._early = view
                 return
-        sink._storage_sync(view, ours=False, events=[])
+        sink.sync(view, ours=False, events=[])
 
     def _load(self, view: View) -> None:
         """Start from the stored state (before pybreaker reads it)."""
@@ -822,7 +824,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         with self._lock:
             sink = self._sink
         if sink is not None:
-            return sink._storage_snapshot()
+            return sink.snapshot()
         opened = self._opened_at
         return View(
             self._state,

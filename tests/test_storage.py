@@ -1289,7 +1289,7 @@ def test_a_storage_thread_error_is_logged_redacted(
     event carries no secret (message and traceback both redacted)."""
     config = StorageConfig(backend="sqlite", path=str(sqlite_path))
     p = make(config, unique("thread"), failure_threshold=3)
-    backend = p._gate._shared.backend  # type: ignore[union-attr]
+    backend = p._gate._fleet.shared.backend  # type: ignore[union-attr]
     real = backend._process
     calls = 0
 
