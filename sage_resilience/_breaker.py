@@ -54,13 +54,11 @@ of its failures is :class:`~sage_resilience._stats.GateStats`.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
+from sage_resilience._circuit import CANONICAL, LOCAL_CLOCK, Circuit
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import (
     CALL_REJECTED,
@@ -68,21 +66,17 @@ from sage_resilience._events import (
     HALF_OPEN,
     OPEN,
     StateChange,
+    Synced,
     logger,
 )
 from sage_resilience._fleet import (
     CLAIM_WAIT,
     ClaimPending,
     Fleet,
-    Synced,
     adopt_storage_state,
 )
 from sage_resilience._stats import GateStats, describe_failure
-from sage_resilience._storage import (
-    LEASE_RESERVE,
-    SharedStorage,
-    _on_event_loop,
-)
+from sage_resilience._storage import SharedStorage, _on_event_loop
 from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 
@@ -102,28 +96,12 @@ __all__ = [
     "describe_failure",
 ]
 
-#: The clock a gate reads unless a test gives it another: every time a
-#: gate keeps is on it, so stepping the wall clock moves no deadline.
-#: Wall-clock times exist only at the edges: what is shown (status,
-#: events) and what is shared with other processes (a store's times).
-_LOCAL_CLOCK: Final = time.monotonic
-
-#: How far the wall clock may run ahead of the local clock's progress
-#: before a gate takes it as stepped (drift is a few microseconds a second).
-_WALL_SLACK: Final = 0.001
-
-_CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
-
 #: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
 _PROBE: Final = 1
 
 
 def _noop() -> None:
     return None
-
-
-def _raise(exc: BaseException) -> None:
-    raise exc
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -215,7 +193,7 @@ class _Breaker(pybreaker.CircuitBreaker):
         raise ValueError(listener)
 
 
-class Gate:
+class Gate(Circuit):
     """Admission, outcome recording and statistics for one policy.
 
     A gate outlives configuration reloads: :meth:`reconfigure` changes the
@@ -230,58 +208,22 @@ class Gate:
         platform: str,
         storage: pybreaker.CircuitBreakerStorage | None = None,
         storage_name: str = "memory",
-        clock: Callable[[], float] = _LOCAL_CLOCK,
+        clock: Callable[[], float] = LOCAL_CLOCK,
     ) -> None:
-        self.name = name
-        self.platform = platform
-        self.storage_name = storage_name
-        self._clock = clock
-        # A wall-clock reading and the local clock at that moment: the
-        # wall clock this gate reports never moves back (see _wall()).
-        self._wall_base = time.time()
-        self._local_base = _LOCAL_CLOCK()
-        self._lock = threading.Lock()
-        self._pending: list[StateChange | Synced] = []
-        self._refusal_info: RefusalInfo | None = None
-        self._reason: str | None = None
-
-        # Circuit state mirrored from pybreaker (read without the lock on
-        # the hot path) and the generation, bumped on every transition.
-        self._state: str = CLOSED
-        self._generation = 0
-        self._probes = 0
-        self._probe_at = 0.0
-        self._half_open_at = 0.0
-        # Consecutive counted failures seen here while closed with a
-        # shared storage (the store's count is fleet-wide and comes later).
-        self._streak = 0
-        self._opened_at: float | None = None
-        self._forced = False
-        # True while closed with a zero failure counter: a success then has
-        # nothing to tell pybreaker.
-        self._clean = True
-
-        # Counters (status, metrics), changed on every call; the rest of
-        # the statistics is in self._stats.
-        self.calls = self.successes = self.failures = 0
-        self.rejections = self.retries = self.bulkhead_rejections = 0
-        self._rejected_while_open = 0
-        self._rejection_logged = False
+        super().__init__(
+            name,
+            config,
+            platform=platform,
+            storage_name=storage_name,
+            clock=clock,
+        )
+        # Recent failures, their rate, time open (the counters of every
+        # call are the gate's own).
         self._stats = GateStats()
-
-        # Adaptive open time (recovery_backoff).
-        self._closed_at: float | None = None
-        self.current_recovery_timeout = config.recovery_timeout
-        # The open time recovery_backoff plans, before a Retry-After.
-        self._backoff_timeout = config.recovery_timeout
-        # The Retry-After of the failure being recorded (it may open).
-        self._asked: float | None = None
-        self.window: SlidingWindow | None = None
-
         # The gate's side of a shared storage (None with any other).
         self._fleet: Fleet | None = None
         self._storage = storage or pybreaker.CircuitMemoryStorage(CLOSED)
-        self.breaker: pybreaker.CircuitBreaker = _Breaker(
+        self.breaker = _Breaker(
             fail_max=config.failure_threshold,
             reset_timeout=config.recovery_timeout,
             success_threshold=config.success_threshold,
@@ -290,7 +232,6 @@ class Gate:
             name=name,
             throw_new_error_on_trip=False,
         )
-        self.config = config
         self.reconfigure(config)
         if isinstance(self._storage, SharedStorage):
             self._fleet = Fleet(self, self._storage)
@@ -415,20 +356,12 @@ class Gate:
         self._emit(events)
         if ticket == -2 and claim is not None:
             if wait:
-                raise ClaimPending(self, claim)
+                raise ClaimPending(self.name, claim, self.admit)
             claim.done.wait(CLAIM_WAIT)
             return self._admit_slow(again=True)
         if ticket < 0:
             raise error
         return ticket
-
-    def _probe_wait(self) -> float:
-        """How long half-open waits for its probes' verdicts."""
-        wait = self.config.half_open_max_wait
-        if wait is not None:
-            return wait
-        timeout = self.config.timeout
-        return max(LEASE_RESERVE, timeout or self.current_recovery_timeout)
 
     def _live(self) -> Fleet | None:
         """The fleet, unless its storage is degraded (or there is none)."""
@@ -587,11 +520,6 @@ class Gate:
                 )
         self._emit(events)
 
-    def _count(self, exc: BaseException) -> None:
-        """Count a failure in pybreaker (it may open), which re-raises it."""
-        with contextlib.suppress(BaseException):
-            self.breaker.call(_raise, exc)
-
     def _current(self, ticket: int) -> bool:
         """Whether *ticket*'s outcome may still change the circuit.
 
@@ -626,7 +554,7 @@ class Gate:
         """Record into the rate window; True when it says: open."""
         # Only a gate on the real clock lets the ticker move its buckets
         # (tests swap in a clock of their own).
-        window.ticked = self._clock is _LOCAL_CLOCK
+        window.ticked = self._clock is LOCAL_CLOCK
         was_fast = window.fast_now
         reason = window.record(self._clock(), failed=failed, duration=duration)
         if window.fast_now and not was_fast:
@@ -648,12 +576,11 @@ class Gate:
         with self._lock:
             if self.window is not window:
                 return None
-            if self._clock is not _LOCAL_CLOCK:
+            if self._clock is not LOCAL_CLOCK:
                 window.ticked = window.fast_now = False
                 return None
             return window.tick(now)
 
-    # -- operator controls -------------------------------------------------
     # -- operator controls -------------------------------------------------
 
     def force_open(self) -> None:
@@ -777,7 +704,7 @@ class Gate:
             self.window.clear()
         # The constant itself: the hot path compares by identity, and a
         # state read back from a store is an equal but different string.
-        self._state = _CANONICAL[new]
+        self._state = CANONICAL[new]
         if silent:
             self._pending.append(
                 Synced(self.name, old, new, self.storage_name)
@@ -811,117 +738,7 @@ class Gate:
             else None,
         )
 
-    def _grow_recovery_timeout(
-        self, old: str, now: float, reason: str
-    ) -> None:
-        self._backoff_timeout = self._next_recovery_timeout(old, now, reason)
-        self.current_recovery_timeout = self._open_time(
-            self._backoff_timeout, reason
-        )
-        self.breaker.reset_timeout = self.current_recovery_timeout
-
-    def _open_time(self, planned: float, reason: str) -> float:
-        """How long to stay open: what the provider asked, else *planned*.
-
-        The failure that opens the circuit may carry a ``Retry-After``
-        (429/503): the circuit then opens for that long, at most
-        ``max(recovery_timeout, recovery_backoff.max)``.
-        """
-        asked = self._asked
-        if asked is None or reason == "forced":
-            return planned
-        config = self.config
-        cap = config.recovery_timeout
-        if config.recovery_backoff is not None:
-            cap = max(cap, config.recovery_backoff.max)
-        return min(asked, cap)
-
-    def _next_recovery_timeout(
-        self, old: str, now: float, reason: str
-    ) -> float:
-        """How long the circuit would stay open if it opened now."""
-        backoff = self.config.recovery_backoff
-        base = self.config.recovery_timeout
-        if backoff is None or reason == "forced":
-            return base
-        stable = base * backoff.multiplier
-        retrip = old == HALF_OPEN or (
-            self._closed_at is not None and now - self._closed_at < stable
-        )
-        if not retrip:
-            return base
-        return min(self._backoff_timeout * backoff.multiplier, backoff.max)
-
-    def _take_events(self) -> list[StateChange | Synced]:
-        self._reason = None
-        if not self._pending:
-            return self._pending
-        events, self._pending = self._pending, []
-        return events
-
-    @staticmethod
-    def _emit(events: list[StateChange | Synced]) -> None:
-        for event in events:
-            event.emit()
-
-    # -- clocks -------------------------------------------------------------
-
-    def _wall(self) -> float:
-        """Now on the wall clock, for a store: it never moves backwards.
-
-        When the wall clock is stepped back, the time reported goes on
-        from the last reading by the local clock's progress, until the
-        wall clock catches up; a step forward is taken as it is. A test's
-        clock (anything but the default) stands for the wall clock itself.
-        """
-        if self._clock is not _LOCAL_CLOCK:
-            return self._clock()
-        now, local = time.time(), _LOCAL_CLOCK()
-        expected = self._wall_base + (local - self._local_base)
-        if now - expected > _WALL_SLACK:
-            # Stepped forward (or drifted): take the new reading.
-            self._wall_base, self._local_base = now, local
-            return now
-        # Within the slack, or stepped back: the same time line, so that
-        # times converted back and forth stay put.
-        return expected
-
-    def _to_wall(self, local: float) -> float:
-        """A time of this gate's clock as a wall-clock (epoch) time."""
-        if self._clock is not _LOCAL_CLOCK:
-            return local
-        self._wall()
-        return local + (self._wall_base - self._local_base)
-
-    def _from_wall(self, wall: float) -> float:
-        """A wall-clock time (a store's) on this gate's clock."""
-        if self._clock is not _LOCAL_CLOCK:
-            return wall
-        self._wall()
-        return wall - (self._wall_base - self._local_base)
-
     # -- status -------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        """``"closed"``, ``"open"`` or ``"half-open"``."""
-        return self._state
-
-    @property
-    def forced(self) -> bool:
-        """Whether an operator forced the circuit open."""
-        return self._forced
-
-    @property
-    def failure_count(self) -> int:
-        """Consecutive counted failures held by pybreaker's storage."""
-        return int(self._storage.counter)
-
-    def retry_after(self) -> float:
-        """Seconds until a probe is allowed (0 unless open)."""
-        if self._state != OPEN or self._forced:
-            return 0.0
-        return max(0.0, self._probe_at - self._clock())
 
     def failure_times(self) -> list[float]:
         """Epoch times of the recent counted failures, oldest first."""

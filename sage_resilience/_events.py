@@ -32,6 +32,7 @@ __all__ = [
     "STATE_SYNCED",
     "EventLogger",
     "StateChange",
+    "Synced",
     "iso",
     "logger",
 ]
@@ -189,3 +190,27 @@ class StateChange:
             logger.warning(STATE_CHANGED, **self.as_event())
         else:
             logger.info(STATE_CHANGED, **self.as_event())
+
+
+class Synced:
+    """A transition adopted from a shared storage (made elsewhere)."""
+
+    __slots__ = ("breaker", "new_state", "old_state", "storage")
+
+    def __init__(
+        self, breaker: str, old_state: str, new_state: str, storage: str
+    ) -> None:
+        self.breaker = breaker
+        self.old_state = old_state
+        self.new_state = new_state
+        self.storage = storage
+
+    def emit(self) -> None:
+        """Log it (``circuit_state_synced``, debug level)."""
+        logger.debug(
+            STATE_SYNCED,
+            breaker=self.breaker,
+            old_state=self.old_state,
+            new_state=self.new_state,
+            storage=self.storage,
+        )

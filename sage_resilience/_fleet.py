@@ -22,14 +22,8 @@ import datetime as dt
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from sage_resilience._events import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    STATE_SYNCED,
-    StateChange,
-    logger,
-)
+from sage_resilience._circuit import CANONICAL
+from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience._storage import (
     CLAIM_RETRY,
     LEASE_IDLE,
@@ -41,14 +35,16 @@ from sage_resilience._storage import (
 )
 
 if TYPE_CHECKING:
-    from sage_resilience._breaker import Gate
+    from collections.abc import Callable
+
+    from sage_resilience._circuit import Circuit
+    from sage_resilience._events import StateChange, Synced
     from sage_resilience._storage import Outcome
 
 __all__ = [
     "CLAIM_WAIT",
     "ClaimPending",
     "Fleet",
-    "Synced",
     "adopt_storage_state",
 ]
 
@@ -63,32 +59,6 @@ _MADE_HERE: Final = {
     (HALF_OPEN, CLOSED): "probe_succeeded",
     (HALF_OPEN, OPEN): "probe_failed",
 }
-
-_CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
-
-
-class Synced:
-    """A transition adopted from the shared storage (made elsewhere)."""
-
-    __slots__ = ("breaker", "new_state", "old_state", "storage")
-
-    def __init__(
-        self, breaker: str, old_state: str, new_state: str, storage: str
-    ) -> None:
-        self.breaker = breaker
-        self.old_state = old_state
-        self.new_state = new_state
-        self.storage = storage
-
-    def emit(self) -> None:
-        """Log it (``circuit_state_synced``, debug level)."""
-        logger.debug(
-            STATE_SYNCED,
-            breaker=self.breaker,
-            old_state=self.old_state,
-            new_state=self.new_state,
-            storage=self.storage,
-        )
 
 
 class _ClaimWait:
@@ -134,18 +104,20 @@ class ClaimPending(Exception):  # noqa: N818 - not an error: a wait
     Await :meth:`admit` for the ticket (or the refusal).
     """
 
-    def __init__(self, gate: Gate, claim: _ClaimWait) -> None:
-        super().__init__(gate.name)
-        self.gate = gate
+    def __init__(
+        self, name: str, claim: _ClaimWait, admit: Callable[[], int]
+    ) -> None:
+        super().__init__(name)
         self.claim = claim
+        self._admit = admit
 
     async def admit(self) -> int:
         """The ticket once the store answered (or CircuitOpenError)."""
         await self.claim.wait(CLAIM_WAIT)
-        return self.gate.admit()
+        return self._admit()
 
 
-def adopt_storage_state(gate: Gate) -> None:
+def adopt_storage_state(gate: Circuit) -> None:
     """Start from what *gate*'s storage holds (a persisted open circuit)."""
     storage = gate._storage
     state = storage.state
@@ -153,7 +125,7 @@ def adopt_storage_state(gate: Gate) -> None:
         return
     opened = storage.opened_at
     with gate._lock:
-        gate._state = _CANONICAL[state]
+        gate._state = CANONICAL[state]
         gate._clean = False
         if opened is not None:
             gate._opened_at = gate._from_wall(opened.timestamp())
@@ -189,7 +161,7 @@ class Fleet:
         "silent",
     )
 
-    def __init__(self, gate: Gate, shared: SharedStorage) -> None:
+    def __init__(self, gate: Circuit, shared: SharedStorage) -> None:
         self._gate = gate
         self.shared = shared
         self.adopting: View | None = None

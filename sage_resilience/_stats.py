@@ -17,7 +17,7 @@ from sage_resilience._redact import MAX_TEXT, redact, secrets_of
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sage_resilience._breaker import Gate
+    from sage_resilience._circuit import Circuit
 
 __all__ = ["GateStats", "describe_failure"]
 
@@ -137,7 +137,7 @@ class GateStats:
         self.rate.clear()
         self.last_failure = self.last_cause = None
 
-    def entry(self, gate: Gate, now: float) -> dict[str, Any]:
+    def entry(self, gate: Circuit, now: float) -> dict[str, Any]:
         """*gate*'s status entry (see ``docs/operations.md``)."""
         config = gate.config
         state = gate.state
