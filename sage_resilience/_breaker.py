@@ -65,7 +65,6 @@ from sage_resilience._events import (
     CLOSED,
     HALF_OPEN,
     OPEN,
-    StateChange,
     Synced,
     logger,
 )
@@ -77,14 +76,12 @@ from sage_resilience._fleet import (
 )
 from sage_resilience._stats import GateStats, describe_failure
 from sage_resilience._storage import SharedStorage, _on_event_loop
-from sage_resilience._window import TICKER
 from sage_resilience.exceptions import CircuitOpenError, RefusalInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._config import PolicyConfig
-    from sage_resilience._window import SlidingWindow
 
 __all__ = [
     "CLAIM_WAIT",
@@ -240,34 +237,6 @@ class Gate(Circuit):
             adopt_storage_state(self)
 
     # -- configuration ----------------------------------------------------
-
-    def reconfigure(self, config: PolicyConfig) -> None:
-        """Apply new settings; the circuit state is kept."""
-        from sage_resilience._window import SlidingWindow  # noqa: PLC0415
-
-        with self._lock:
-            old = self.config
-            self.config = config
-            self.breaker.fail_max = config.failure_threshold
-            self.breaker.success_threshold = config.success_threshold
-            if (
-                old.recovery_timeout != config.recovery_timeout
-                or old.recovery_backoff != config.recovery_backoff
-                or (self.window is None and config.trip is not None)
-            ):
-                self.current_recovery_timeout = config.recovery_timeout
-                self._backoff_timeout = config.recovery_timeout
-            self.breaker.reset_timeout = self.current_recovery_timeout
-            if self._state == OPEN and self._opened_at is not None:
-                self._probe_at = (
-                    self._opened_at + self.current_recovery_timeout
-                )
-            trip = config.trip
-            if trip is None:
-                self.window = None
-            elif self.window is None or self.window.config != trip:
-                self.window = SlidingWindow(trip)
-            self._clean = self._state == CLOSED and not self.failure_count
 
     # -- admission --------------------------------------------------------
 
@@ -546,41 +515,6 @@ class Gate(Circuit):
                 if fleet is not None:
                     fleet.release()
 
-    _window_reason = "failure_rate"
-
-    def _window_verdict(
-        self, window: SlidingWindow, *, failed: bool, duration: float
-    ) -> bool:
-        """Record into the rate window; True when it says: open."""
-        # Only a gate on the real clock lets the ticker move its buckets
-        # (tests swap in a clock of their own).
-        window.ticked = self._clock is LOCAL_CLOCK
-        was_fast = window.fast_now
-        reason = window.record(self._clock(), failed=failed, duration=duration)
-        if window.fast_now and not was_fast:
-            TICKER.watch(self)  # (again): the next bucket end is now due
-        if reason is None:
-            return False
-        self._window_reason = reason
-        return True
-
-    def _window_tick(self, now: float) -> float | None:
-        """Called by the ticker thread: move the window to *now*'s bucket.
-
-        Returns:
-            When the next tick is due, or None when none is needed.
-        """
-        window = self.window
-        if window is None or not window.ticked:
-            return None
-        with self._lock:
-            if self.window is not window:
-                return None
-            if self._clock is not LOCAL_CLOCK:
-                window.ticked = window.fast_now = False
-                return None
-            return window.tick(now)
-
     # -- operator controls -------------------------------------------------
 
     def force_open(self) -> None:
@@ -601,17 +535,13 @@ class Gate(Circuit):
             events = self._take_events()
             fleet = self._live()
             if fleet is not None:
-                op = fleet.shared.push_open(
-                    self._wall(),
-                    open_for=self.current_recovery_timeout,
-                    forced=True,
-                    events=events,
-                    wait=not _on_event_loop(),
+                op = fleet.push_open(
+                    events, forced=True, wait=not _on_event_loop()
                 )
                 events = []
         self._emit(events)
-        if op is not None and self._fleet is not None:
-            self._fleet.shared.wait(op)
+        if op is not None:
+            SharedStorage.wait(op)
 
     def force_close(self, reason: str = "forced") -> None:
         """Close the circuit (also ends a forced open).
@@ -628,16 +558,13 @@ class Gate(Circuit):
             events = self._take_events()
             fleet = self._live()
             if fleet is not None:
-                op = fleet.shared.push_close(
-                    self._wall(),
-                    reset=reason == "reset",
-                    events=events,
-                    wait=not _on_event_loop(),
+                op = fleet.push_close(
+                    events, reset=reason == "reset", wait=not _on_event_loop()
                 )
                 events = []
         self._emit(events)
-        if op is not None and self._fleet is not None:
-            self._fleet.shared.wait(op)
+        if op is not None:
+            SharedStorage.wait(op)
 
     def reset(self) -> None:
         """Close and clear every counter and statistic."""
@@ -711,31 +638,7 @@ class Gate(Circuit):
             )
             return
         self._pending.append(
-            self._state_change(old, new, reason, rejected, now)
-        )
-
-    def _state_change(
-        self, old: str, new: str, reason: str, rejected: int | None, now: float
-    ) -> StateChange:
-        """The ``circuit_state_changed`` event of a transition made here."""
-        stats = self._stats
-        return StateChange(
-            breaker=self.name,
-            old_state=old,
-            new_state=new,
-            reason=reason,
-            failure_count=self.failure_count,
-            failure_threshold=self.config.failure_threshold,
-            recovery_timeout=self.current_recovery_timeout,
-            recent_failures=stats.shown(self._to_wall),
-            failure_rate_per_min=stats.per_minute(now),
-            last_failure=stats.last_failure,
-            last_cause=stats.last_cause,
-            rejected_while_open=rejected,
-            platform=self.platform,
-            open_for=self.current_recovery_timeout
-            if new == OPEN and not self._forced
-            else None,
+            self._stats.state_change(self, old, new, reason, rejected, now)
         )
 
     # -- status -------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience._storage import LEASE_RESERVE
+from sage_resilience._window import TICKER
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,6 +129,73 @@ class Circuit:
     def _on_transition(self, old: str, new: str) -> None:
         """Mirror a pybreaker transition (the gate's; lock held)."""
         raise NotImplementedError
+
+    # -- configuration ------------------------------------------------------
+
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """Apply new settings; the circuit state is kept."""
+        from sage_resilience._window import SlidingWindow  # noqa: PLC0415
+
+        with self._lock:
+            old = self.config
+            self.config = config
+            self.breaker.fail_max = config.failure_threshold
+            self.breaker.success_threshold = config.success_threshold
+            if (
+                old.recovery_timeout != config.recovery_timeout
+                or old.recovery_backoff != config.recovery_backoff
+                or (self.window is None and config.trip is not None)
+            ):
+                self.current_recovery_timeout = config.recovery_timeout
+                self._backoff_timeout = config.recovery_timeout
+            self.breaker.reset_timeout = self.current_recovery_timeout
+            if self._state == OPEN and self._opened_at is not None:
+                self._probe_at = (
+                    self._opened_at + self.current_recovery_timeout
+                )
+            trip = config.trip
+            if trip is None:
+                self.window = None
+            elif self.window is None or self.window.config != trip:
+                self.window = SlidingWindow(trip)
+            self._clean = self._state == CLOSED and not self.failure_count
+
+    # -- rate window (trip:) ------------------------------------------------
+
+    _window_reason = "failure_rate"
+
+    def _window_verdict(
+        self, window: SlidingWindow, *, failed: bool, duration: float
+    ) -> bool:
+        """Record into the rate window; True when it says: open."""
+        # Only a gate on the real clock lets the ticker move its buckets
+        # (tests swap in a clock of their own).
+        window.ticked = self._clock is LOCAL_CLOCK
+        was_fast = window.fast_now
+        reason = window.record(self._clock(), failed=failed, duration=duration)
+        if window.fast_now and not was_fast:
+            TICKER.watch(self)  # (again): the next bucket end is now due
+        if reason is None:
+            return False
+        self._window_reason = reason
+        return True
+
+    def _window_tick(self, now: float) -> float | None:
+        """Called by the ticker thread: move the window to *now*'s bucket.
+
+        Returns:
+            When the next tick is due, or None when none is needed.
+        """
+        window = self.window
+        if window is None or not window.ticked:
+            return None
+        with self._lock:
+            if self.window is not window:
+                return None
+            if self._clock is not LOCAL_CLOCK:
+                window.ticked = window.fast_now = False
+                return None
+            return window.tick(now)
 
     # -- state --------------------------------------------------------------
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from sage_resilience._circuit import Circuit
     from sage_resilience._events import StateChange, Synced
-    from sage_resilience._storage import Outcome
+    from sage_resilience._storage import Outcome, _Op
 
 __all__ = [
     "CLAIM_WAIT",
@@ -268,16 +268,36 @@ class Fleet:
             )
             return []
         if tripped:
-            self.shared.push_open(
-                gate._wall(),
-                open_for=gate.current_recovery_timeout,
-                forced=False,
-                events=events,
-            )
+            self.push_open(events, forced=False)
             return []
         if reset:
             self.shared.push_success(gate._wall())
         return events
+
+    def push_open(
+        self,
+        events: list[StateChange | Synced],
+        *,
+        forced: bool,
+        wait: bool = False,
+    ) -> _Op:
+        """This process opened the circuit (rate window, flood, operator)."""
+        gate = self._gate
+        return self.shared.push_open(
+            gate._wall(),
+            open_for=gate.current_recovery_timeout,
+            forced=forced,
+            events=events,
+            wait=wait,
+        )
+
+    def push_close(
+        self, events: list[StateChange | Synced], *, reset: bool, wait: bool
+    ) -> _Op:
+        """An operator closed (or reset) the circuit."""
+        return self.shared.push_close(
+            self._gate._wall(), reset=reset, events=events, wait=wait
+        )
 
     def count_failure(self, exc: BaseException, now: float) -> bool:
         """Count a failure while closed; True: opened here.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from sage_resilience._events import CLOSED, OPEN, iso
+from sage_resilience._events import CLOSED, OPEN, StateChange, iso
 from sage_resilience._redact import MAX_TEXT, redact, secrets_of
 
 if TYPE_CHECKING:
@@ -136,6 +136,35 @@ class GateStats:
         self.recent.clear()
         self.rate.clear()
         self.last_failure = self.last_cause = None
+
+    def state_change(
+        self,
+        gate: Circuit,
+        old: str,
+        new: str,
+        reason: str,
+        rejected: int | None,
+        now: float,
+    ) -> StateChange:
+        """The ``circuit_state_changed`` event of a transition made here."""
+        return StateChange(
+            breaker=gate.name,
+            old_state=old,
+            new_state=new,
+            reason=reason,
+            failure_count=gate.failure_count,
+            failure_threshold=gate.config.failure_threshold,
+            recovery_timeout=gate.current_recovery_timeout,
+            recent_failures=self.shown(gate._to_wall),
+            failure_rate_per_min=self.per_minute(now),
+            last_failure=self.last_failure,
+            last_cause=self.last_cause,
+            rejected_while_open=rejected,
+            platform=gate.platform,
+            open_for=gate.current_recovery_timeout
+            if new == OPEN and not gate._forced
+            else None,
+        )
 
     def entry(self, gate: Circuit, now: float) -> dict[str, Any]:
         """*gate*'s status entry (see ``docs/operations.md``)."""
