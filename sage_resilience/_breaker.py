@@ -54,11 +54,11 @@ of its failures is :class:`~sage_resilience._stats.GateStats`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
-from sage_resilience._circuit import CANONICAL, LOCAL_CLOCK, Circuit
+from sage_resilience._circuit import LOCAL_CLOCK, PROBE, Circuit
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import (
     CALL_REJECTED,
@@ -92,9 +92,6 @@ __all__ = [
     "Gate",
     "describe_failure",
 ]
-
-#: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
-_PROBE: Final = 1
 
 
 def _noop() -> None:
@@ -236,8 +233,6 @@ class Gate(Circuit):
         else:
             adopt_storage_state(self)
 
-    # -- configuration ----------------------------------------------------
-
     # -- admission --------------------------------------------------------
 
     def admit(self, wait: bool = False) -> int:
@@ -275,7 +270,7 @@ class Gate(Circuit):
                 return self._generation << 1
             now = self._clock()
             fleet = self._live()
-            claimed = False
+            claim = None  # the probe claim this call sent, if any
             if state == OPEN and not self._forced and now >= self._probe_at:
                 if fleet is None:
                     self._reason = "recovery_timeout_elapsed"
@@ -283,7 +278,7 @@ class Gate(Circuit):
                     state = self._state
                 else:
                     # The store moves us to half-open with a lease.
-                    claimed = fleet.claim(now)
+                    claim = fleet.claim(now)
             token = None
             probe = (
                 state == HALF_OPEN
@@ -292,19 +287,14 @@ class Gate(Circuit):
             if probe and fleet is not None:
                 token = fleet.take_lease(now)
                 if token is None:
-                    claimed = fleet.claim(now) or claimed
+                    claim = fleet.claim(now) or claim
                     probe = False
-            claim = (
-                fleet.claim_wait
-                if fleet is not None and claimed and not again
-                else None
-            )
-            if claim is not None and not wait and _on_event_loop():
+            if again or (claim is not None and not wait and _on_event_loop()):
                 claim = None  # a sync call on a loop thread never blocks
             if probe:
                 self._probes += 1
                 self.calls += 1
-                ticket = self._generation << 1 | _PROBE
+                ticket = self._generation << 1 | PROBE
                 if fleet is not None and token is not None:
                     fleet.hold(token)
             elif claim is not None:
@@ -365,15 +355,6 @@ class Gate(Circuit):
             )
         return CircuitOpenError._from_info(info, retry_after)
 
-    def rejecting(self) -> bool:
-        """Whether the next attempt would be refused (no side effects)."""
-        state = self._state
-        if state is CLOSED:
-            return False
-        if state == OPEN:
-            return self._forced or self._clock() < self._probe_at
-        return self._probes >= self.config.half_open_max_calls
-
     def refusal(self) -> CircuitOpenError:
         """The error a refused attempt gets, without counting a rejection."""
         return CircuitOpenError(
@@ -410,7 +391,7 @@ class Gate(Circuit):
             fleet = self._live()
             token = None
             tripped = had_failures = False
-            if ticket & _PROBE:
+            if ticket & PROBE:
                 self._probes -= 1
                 self._reason = "probe_succeeded"
                 if self._fleet is not None:
@@ -456,7 +437,7 @@ class Gate(Circuit):
             self._asked = asked
             fleet = self._live()
             token = None
-            probe = ticket & _PROBE
+            probe = ticket & PROBE
             if probe:
                 self._probes -= 1
                 self._reason = "probe_failed"
@@ -489,24 +470,10 @@ class Gate(Circuit):
                 )
         self._emit(events)
 
-    def _current(self, ticket: int) -> bool:
-        """Whether *ticket*'s outcome may still change the circuit.
-
-        Only outcomes of the generation they were admitted in count, and
-        only in the state they were admitted for: probes while half-open,
-        ordinary calls while closed (pybreaker would otherwise take them
-        for the other kind).
-        """
-        if ticket >> 1 != self._generation:
-            return False
-        if ticket & _PROBE:
-            return self._state == HALF_OPEN
-        return self._state == CLOSED
-
     def release(self, ticket: int) -> None:
         """Give back the probe slot of a cancelled call; nothing is counted."""
         self.calls -= 1
-        if not ticket & _PROBE:
+        if not ticket & PROBE:
             return
         with self._lock:
             if ticket >> 1 == self._generation:
@@ -570,19 +537,8 @@ class Gate(Circuit):
         """Close and clear every counter and statistic."""
         self.force_close(reason="reset")
         with self._lock:
-            self._storage.reset_counter()
-            self._storage.reset_success_counter()
-            self._clean = True
-            self.calls = self.successes = self.failures = 0
-            self.rejections = self.retries = self.bulkhead_rejections = 0
-            self._rejected_while_open = 0
+            self._clear()
             self._stats.clear()
-            self.current_recovery_timeout = self.config.recovery_timeout
-            self._backoff_timeout = self.config.recovery_timeout
-            self.breaker.reset_timeout = self.current_recovery_timeout
-            self._closed_at = None
-            if self.window is not None:
-                self.window.clear()
 
     # -- transitions --------------------------------------------------------
 
@@ -596,42 +552,19 @@ class Gate(Circuit):
         self._streak = 0
         self._refusal_info = None
         fleet = self._fleet
-        adopting, silent = None, False
+        silent = False
         if fleet is not None:
-            adopting, silent = fleet.adopting, fleet.silent
+            silent = fleet.silent
             fleet.transitioned()
-        if new != OPEN:
-            self._forced = False  # e.g. breaker.close() called directly
         rejected: int | None = None
         if old == OPEN:
             rejected = self._rejected_while_open
             self._stats.closed_open_period(now, self._opened_at)
-        if new == OPEN:
-            if fleet is not None and adopting is not None:
-                fleet.adopt_timing(adopting)
-            else:
-                self._grow_recovery_timeout(old, now, reason)
-                self._opened_at = now
-                self._probe_at = (
-                    float("inf")
-                    if self._forced
-                    else now + self.current_recovery_timeout
-                )
-            self._rejected_while_open = 0
-            self._rejection_logged = False
-            self._clean = False
-        elif new == CLOSED:
-            self._opened_at = None
-            self._closed_at = now
-            self._clean = True
-        else:
-            self._clean = False
-            self._half_open_at = now
-        if self.window is not None:
-            self.window.clear()
-        # The constant itself: the hot path compares by identity, and a
-        # state read back from a store is an equal but different string.
-        self._state = CANONICAL[new]
+        adopted = False
+        if new == OPEN and fleet is not None and fleet.adopting is not None:
+            fleet.adopt_timing(fleet.adopting)  # the store's times
+            adopted = True
+        self._enter(old, new, now, reason, adopted=adopted)
         if silent:
             self._pending.append(
                 Synced(self.name, old, new, self.storage_name)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sage_resilience._window import SlidingWindow
     from sage_resilience.exceptions import RefusalInfo
 
-__all__ = ["CANONICAL", "LOCAL_CLOCK", "Circuit"]
+__all__ = ["CANONICAL", "LOCAL_CLOCK", "PROBE", "Circuit"]
 
 #: The clock a gate reads unless a test gives it another.
 LOCAL_CLOCK: Final = time.monotonic
@@ -47,6 +47,10 @@ _WALL_SLACK: Final = 0.001
 #: Each state name to the constant itself: the hot path compares states by
 #: identity, and a state read back from a store is an equal string.
 CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
+
+
+#: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
+PROBE: Final = 1
 
 
 def _raise(exc: BaseException) -> None:
@@ -129,6 +133,57 @@ class Circuit:
     def _on_transition(self, old: str, new: str) -> None:
         """Mirror a pybreaker transition (the gate's; lock held)."""
         raise NotImplementedError
+
+    # -- transitions ----------------------------------------------------------
+
+    def _enter(
+        self, old: str, new: str, now: float, reason: str, *, adopted: bool
+    ) -> None:
+        """The circuit's timing and flags on entering *new* (lock held).
+
+        *adopted*: the times of an opening are a store's, already set.
+        """
+        if new != OPEN:
+            self._forced = False  # e.g. breaker.close() called directly
+        if new == OPEN:
+            if not adopted:
+                self._grow_recovery_timeout(old, now, reason)
+                self._opened_at = now
+                self._probe_at = (
+                    float("inf")
+                    if self._forced
+                    else now + self.current_recovery_timeout
+                )
+            self._rejected_while_open = 0
+            self._rejection_logged = False
+            self._clean = False
+        elif new == CLOSED:
+            self._opened_at = None
+            self._closed_at = now
+            self._clean = True
+        else:
+            self._clean = False
+            self._half_open_at = now
+        if self.window is not None:
+            self.window.clear()
+        # The constant itself: the hot path compares by identity, and a
+        # state read back from a store is an equal but different string.
+        self._state = CANONICAL[new]
+
+    def _clear(self) -> None:
+        """Zero the counters and the recovery time (lock held)."""
+        self._storage.reset_counter()
+        self._storage.reset_success_counter()
+        self._clean = True
+        self.calls = self.successes = self.failures = 0
+        self.rejections = self.retries = self.bulkhead_rejections = 0
+        self._rejected_while_open = 0
+        self.current_recovery_timeout = self.config.recovery_timeout
+        self._backoff_timeout = self.config.recovery_timeout
+        self.breaker.reset_timeout = self.current_recovery_timeout
+        self._closed_at = None
+        if self.window is not None:
+            self.window.clear()
 
     # -- configuration ------------------------------------------------------
 
@@ -219,6 +274,29 @@ class Circuit:
         if self._state != OPEN or self._forced:
             return 0.0
         return max(0.0, self._probe_at - self._clock())
+
+    def rejecting(self) -> bool:
+        """Whether the next attempt would be refused (no side effects)."""
+        state = self._state
+        if state is CLOSED:
+            return False
+        if state == OPEN:
+            return self._forced or self._clock() < self._probe_at
+        return self._probes >= self.config.half_open_max_calls
+
+    def _current(self, ticket: int) -> bool:
+        """Whether *ticket*'s outcome may still change the circuit.
+
+        Only outcomes of the generation they were admitted in count, and
+        only in the state they were admitted for: probes while half-open,
+        ordinary calls while closed (pybreaker would otherwise take them
+        for the other kind).
+        """
+        if ticket >> 1 != self._generation:
+            return False
+        if ticket & PROBE:
+            return self._state == HALF_OPEN
+        return self._state == CLOSED
 
     def _probe_wait(self) -> float:
         """How long half-open waits for its probes' verdicts."""

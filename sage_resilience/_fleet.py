@@ -143,20 +143,18 @@ class Fleet:
         shared: The gate's pybreaker storage.
         adopting: The store's view being adopted (during the transition).
         silent: Whether the transition being made is someone else's.
-        leases: Probe leases held by running probes.
-        claim_wait: The answer to the claim in flight, for its claimant.
         diverged: Whether transitions were logged while degraded.
     """
 
     __slots__ = (
+        "_claim_wait",
         "_claiming",
         "_gate",
         "_lease_pool",
+        "_leases",
         "_next_claim",
         "adopting",
-        "claim_wait",
         "diverged",
-        "leases",
         "shared",
         "silent",
     )
@@ -168,9 +166,10 @@ class Fleet:
         self.silent = False
         # Probe leases granted by the store: (token, usable until).
         self._lease_pool: list[tuple[str, float]] = []
-        self.leases: list[str] = []
+        # Leases held by running probes.
+        self._leases: list[str] = []
         self._claiming = False
-        self.claim_wait: _ClaimWait | None = None
+        self._claim_wait: _ClaimWait | None = None
         self._next_claim = 0.0
         self.diverged = False
 
@@ -191,7 +190,7 @@ class Fleet:
     def transitioned(self) -> None:
         """The gate moved: leases belong to the state that granted them."""
         self._lease_pool.clear()
-        self.leases.clear()
+        self._leases.clear()
         self._next_claim = 0.0
         if self.shared.degraded and not self.silent:
             self.diverged = True
@@ -208,39 +207,40 @@ class Fleet:
     def hold(self, token: str) -> None:
         """A probe runs on *token*'s lease: keep it alive in the store."""
         gate = self._gate
-        self.leases.append(token)
+        self._leases.append(token)
         self.shared.push_hold(token, gate._wall(), ttl=self.lease_ttl())
 
     def pop_lease(self) -> str | None:
         """The lease of a probe that ended, if it had one."""
-        return self.leases.pop() if self.leases else None
+        return self._leases.pop() if self._leases else None
 
     def release(self) -> None:
         """A cancelled probe gives its lease back."""
-        if self.leases:
-            self.shared.push_release(self.leases.pop(), self._gate._wall())
+        if self._leases:
+            self.shared.push_release(self._leases.pop(), self._gate._wall())
 
     def lease_ttl(self) -> float:
         """A shared store's lease expires like a memory gate's wait."""
         return self._gate._probe_wait()
 
-    def claim(self, now: float) -> bool:
+    def claim(self, now: float) -> _ClaimWait | None:
         """Ask the store for a probe slot, one request at a time.
 
         Returns:
-            Whether this call sent the claim (its caller may wait for it).
+            The claim if this call sent it (its caller may wait for the
+            answer), else None.
         """
         if self._claiming or now < self._next_claim:
-            return False
+            return None
         self._claiming = True
-        self.claim_wait = _ClaimWait()
+        self._claim_wait = claim = _ClaimWait()
         self.shared.push_claim(
             self._gate._wall(),
             max_calls=self._gate.config.half_open_max_calls,
             ttl=LEASE_RESERVE,
             token=new_token(),
         )
-        return True
+        return claim
 
     def push_outcome(
         self,
@@ -450,7 +450,7 @@ class Fleet:
         gate = self._gate
         with gate._lock:
             self._claiming = False
-            claim, self.claim_wait = self.claim_wait, None
+            claim, self._claim_wait = self._claim_wait, None
             now = gate._clock()
             if outcome is None:
                 self._next_claim = 0.0
