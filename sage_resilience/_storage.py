@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pybreaker
 
-from sage_resilience._events import logger
+from sage_resilience._events import CLOSED, HALF_OPEN, OPEN, logger
 from sage_resilience._redact import redact
 
 if TYPE_CHECKING:
@@ -79,10 +79,6 @@ __all__ = [
     "flush_storages",
     "make_storage",
 ]
-
-CLOSED: Final = pybreaker.STATE_CLOSED
-OPEN: Final = pybreaker.STATE_OPEN
-HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
 
 #: Seconds between full re-reads of every circuit (Redis), the bound on
 #: staleness when a pub/sub message is lost.

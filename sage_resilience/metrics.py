@@ -50,6 +50,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience.status import breaker_status
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ LATENCY_BUCKETS: Final = (
     60.0,
 )
 
-_STATES: Final = ("closed", "open", "half-open")
+_STATES: Final = (CLOSED, OPEN, HALF_OPEN)
 
 #: ``outcome`` label -> status entry counter.
 _OUTCOMES: Final = (
