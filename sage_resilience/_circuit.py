@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience._storage import LEASE_RESERVE
-from sage_resilience._window import TICKER
+from sage_resilience._window import TICKER, SlidingWindow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from sage_resilience._config import PolicyConfig
     from sage_resilience._events import StateChange, Synced
-    from sage_resilience._window import SlidingWindow
     from sage_resilience.exceptions import RefusalInfo
 
 __all__ = ["CANONICAL", "LOCAL_CLOCK", "PROBE", "Circuit"]
@@ -189,8 +188,6 @@ class Circuit:
 
     def reconfigure(self, config: PolicyConfig) -> None:
         """Apply new settings; the circuit state is kept."""
-        from sage_resilience._window import SlidingWindow  # noqa: PLC0415
-
         with self._lock:
             old = self.config
             self.config = config
