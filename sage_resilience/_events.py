@@ -16,19 +16,42 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 __all__ = [
+    "CALL_REJECTED",
+    "CLOSED",
+    "HALF_OPEN",
     "LOGGER_NAME",
+    "OPEN",
+    "RETRY_EXHAUSTED",
+    "RETRY_SCHEDULED",
+    "STATE_CHANGED",
+    "STATE_SYNCED",
     "EventLogger",
     "StateChange",
+    "Synced",
     "iso",
     "logger",
 ]
 
 LOGGER_NAME = "sage_resilience"
+
+#: The circuit states, as shown in status entries, events and metrics
+#: (pybreaker's own names: a state read from pybreaker or a store is one
+#: of these strings).
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half-open"
+
+#: Event names that more than one module logs or reads.
+STATE_CHANGED: Final = "circuit_state_changed"
+STATE_SYNCED: Final = "circuit_state_synced"
+CALL_REJECTED: Final = "call_rejected"
+RETRY_SCHEDULED: Final = "retry_scheduled"
+RETRY_EXHAUSTED: Final = "retry_exhausted"
 
 #: ``LogRecord`` attributes an event key must not overwrite in ``extra``.
 _RESERVED = frozenset(
@@ -163,7 +186,31 @@ class StateChange:
 
     def emit(self) -> None:
         """Log it: warning when the circuit opens, info otherwise."""
-        if self.new_state == "open":
-            logger.warning("circuit_state_changed", **self.as_event())
+        if self.new_state == OPEN:
+            logger.warning(STATE_CHANGED, **self.as_event())
         else:
-            logger.info("circuit_state_changed", **self.as_event())
+            logger.info(STATE_CHANGED, **self.as_event())
+
+
+class Synced:
+    """A transition adopted from a shared storage (made elsewhere)."""
+
+    __slots__ = ("breaker", "new_state", "old_state", "storage")
+
+    def __init__(
+        self, breaker: str, old_state: str, new_state: str, storage: str
+    ) -> None:
+        self.breaker = breaker
+        self.old_state = old_state
+        self.new_state = new_state
+        self.storage = storage
+
+    def emit(self) -> None:
+        """Log it (``circuit_state_synced``, debug level)."""
+        logger.debug(
+            STATE_SYNCED,
+            breaker=self.breaker,
+            old_state=self.old_state,
+            new_state=self.new_state,
+            storage=self.storage,
+        )

@@ -267,7 +267,7 @@ class Ticker:
 
     def _run(self) -> None:
         while True:
-            # The gates' own clock (see _breaker._LOCAL_CLOCK).
+            # The gates' own clock (see _circuit.LOCAL_CLOCK).
             now = time.monotonic()
             due = now + self.MAX_SLEEP
             with self._lock:

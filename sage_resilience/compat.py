@@ -45,12 +45,19 @@ import pybreaker
 import tenacity
 
 from sage_resilience import _registry
-from sage_resilience._breaker import describe_failure
 from sage_resilience._classify import COUNTED, Classifier
 from sage_resilience._config import Declaration, PolicyConfig
-from sage_resilience._events import logger
+from sage_resilience._events import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    RETRY_EXHAUSTED,
+    RETRY_SCHEDULED,
+    logger,
+)
 from sage_resilience._policy import RetryHooks
 from sage_resilience._retry import async_sleep, sync_sleep
+from sage_resilience._stats import describe_failure
 from sage_resilience.exceptions import CircuitOpenError
 
 if TYPE_CHECKING:
@@ -92,9 +99,9 @@ class CircuitState(enum.Enum):
 
 
 _STATES = {
-    "closed": CircuitState.CLOSED,
-    "open": CircuitState.OPEN,
-    "half-open": CircuitState.HALF_OPEN,
+    CLOSED: CircuitState.CLOSED,
+    OPEN: CircuitState.OPEN,
+    HALF_OPEN: CircuitState.HALF_OPEN,
 }
 
 
@@ -295,9 +302,9 @@ class _CallbackListener(pybreaker.CircuitBreakerListener):
     def __init__(self, name: str, config: CircuitBreakerConfig) -> None:
         self._name = name
         self._callbacks = {
-            "open": config.on_open,
-            "closed": config.on_close,
-            "half-open": config.on_half_open,
+            OPEN: config.on_open,
+            CLOSED: config.on_close,
+            HALF_OPEN: config.on_half_open,
         }
 
     def state_change(
@@ -575,7 +582,7 @@ class RetryManager:
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             exc = rs.outcome.exception() if rs.outcome else None
             logger.info(
-                "retry_scheduled",
+                RETRY_SCHEDULED,
                 breaker=None,
                 function=name,
                 attempt=rs.attempt_number,
@@ -590,7 +597,7 @@ class RetryManager:
             assert rs.outcome is not None
             exc = rs.outcome.exception()
             logger.warning(
-                "retry_exhausted",
+                RETRY_EXHAUSTED,
                 breaker=None,
                 function=name,
                 attempts=rs.attempt_number,

@@ -57,6 +57,7 @@ except ImportError as exc:  # exercised in tests/test_extras.py
     )
     raise ImportError(msg) from exc
 
+from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience.status import breaker_status
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ LATENCY_BUCKETS: Final = (
     60.0,
 )
 
-_STATES: Final = ("closed", "open", "half-open")
+_STATES: Final = (CLOSED, OPEN, HALF_OPEN)
 
 #: ``outcome`` label -> status entry counter.
 _OUTCOMES: Final = (

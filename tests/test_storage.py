@@ -1344,7 +1344,7 @@ class TestCoalescing:
 
             client = redis.Redis.from_url(server.url)
             client.config_resetstat()
-            backend = p._gate._shared.backend  # type: ignore[union-attr]
+            backend = p._gate._fleet.shared.backend  # type: ignore[union-attr]
             server.pause()
             try:
                 for i in range(2000):
@@ -1383,7 +1383,7 @@ class TestCoalescing:
                 for _ in range(40)
             ]
             settle()
-            backend = policies[0]._gate._shared.backend  # type: ignore[union-attr]
+            backend = policies[0]._gate._fleet.shared.backend  # type: ignore[union-attr]
             server.pause()
             try:
                 most = 0
@@ -1513,7 +1513,7 @@ def test_a_storage_thread_error_is_logged_redacted(
     event carries no secret (message and traceback both redacted)."""
     config = StorageConfig(backend="sqlite", path=str(sqlite_path))
     p = make(config, unique("thread"), failure_threshold=3)
-    backend = p._gate._shared.backend  # type: ignore[union-attr]
+    backend = p._gate._fleet.shared.backend  # type: ignore[union-attr]
     real = backend._process
     calls = 0
 

@@ -9,6 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sage_resilience._events import (
+    CALL_REJECTED,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    RETRY_EXHAUSTED,
+    RETRY_SCHEDULED,
+    STATE_CHANGED,
+)
 from sage_resilience._logs.times import _iso
 
 __all__ = [
@@ -27,17 +36,13 @@ __all__ = [
     "Transition",
 ]
 
-STATE_CHANGED: Final = "circuit_state_changed"
-RETRY_SCHEDULED: Final = "retry_scheduled"
-RETRY_EXHAUSTED: Final = "retry_exhausted"
-CALL_REJECTED: Final = "call_rejected"
 _EVENTS: Final = frozenset(
     {STATE_CHANGED, RETRY_SCHEDULED, RETRY_EXHAUSTED, CALL_REJECTED}
 )
 
-_CLOSED: Final = "closed"
-_OPEN: Final = "open"
-_HALF_OPEN: Final = "half-open"
+_CLOSED: Final = CLOSED
+_OPEN: Final = OPEN
+_HALF_OPEN: Final = HALF_OPEN
 
 # Where a log keeps the event name and the time, in order of preference:
 # structlog (event, timestamp), structlog's EventRenamer and

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Final
 
 import pybreaker
 
+from sage_resilience._events import CLOSED
 from sage_resilience._storage.backend import (
     MAX_QUEUED,
     REFRESH_INTERVAL,
@@ -69,7 +70,6 @@ from sage_resilience._storage.backend import (
 )
 from sage_resilience._storage.machine import (
     _LUA,
-    CLOSED,
     RESET,
     Count,
     Outcome,

@@ -17,14 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import pybreaker
+from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-CLOSED: Final = pybreaker.STATE_CLOSED
-OPEN: Final = pybreaker.STATE_OPEN
-HALF_OPEN: Final = pybreaker.STATE_HALF_OPEN
 
 
 def _ms(seconds: float) -> int:

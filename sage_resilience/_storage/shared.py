@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pybreaker
 
+from sage_resilience._events import CLOSED
 from sage_resilience._storage.machine import (
-    CLOSED,
     RESET,
     Outcome,
     View,
@@ -100,9 +100,12 @@ class _Op:
 
 
 class Sink(Protocol):
-    """What a storage tells the gate it serves (from the backend thread)."""
+    """What a storage tells the gate it serves (from the backend thread).
 
-    def _storage_sync(
+    :class:`sage_resilience._fleet.Fleet` is the gate's side.
+    """
+
+    def sync(
         self,
         view: View,
         *,
@@ -111,15 +114,13 @@ class Sink(Protocol):
         resync: bool = False,
     ) -> None: ...
 
-    def _storage_claimed(
+    def claimed(
         self, outcome: Outcome | None, token: str, ttl_ms: int
     ) -> None: ...
 
-    def _storage_local_failure(
-        self, exc: BaseException, generation: int
-    ) -> None: ...
+    def local_failure(self, exc: BaseException, generation: int) -> None: ...
 
-    def _storage_snapshot(self) -> View: ...
+    def snapshot(self) -> View: ...
 
 
 class Queue(Protocol):
@@ -140,7 +141,8 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
     The fields pybreaker reads and writes are a local view in memory;
     the ``push_*`` methods queue the matching operation for the backend
     thread and never block. The gate bound with :meth:`bind` hears back
-    through its ``_storage_*`` methods.
+    through its :class:`Sink` (``sync``, ``claimed``, ``local_failure``,
+    ``snapshot``).
 
     .. versionadded:: 0.1.0
     """
@@ -401,9 +403,9 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         if sink is not None:
             if op.kind == "claim":
                 token, ttl_ms = str(op.args[1]), int(op.args[2])
-                sink._storage_claimed(outcome, token, ttl_ms)
+                sink.claimed(outcome, token, ttl_ms)
             else:
-                sink._storage_sync(
+                sink.sync(
                     outcome.view,
                     ours=outcome.won and op.kind != "seed",
                     events=events,
@@ -428,9 +430,9 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
                 _, _, before, reset, after = op.args
                 uncounted = int(after) + (0 if reset else int(before))
                 for _ in range(uncounted):
-                    sink._storage_local_failure(op.exc, op.generation)
+                    sink.local_failure(op.exc, op.generation)
             elif op.kind == "claim":
-                sink._storage_claimed(None, str(op.args[1]), 0)
+                sink.claimed(None, str(op.args[1]), 0)
         if op.done is not None:
             op.done.set()
 
@@ -445,7 +447,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
             if sink is None:
                 self._early = view
                 return
-        sink._storage_sync(view, ours=False, events=[])
+        sink.sync(view, ours=False, events=[])
 
     def _load(self, view: View) -> None:
         """Start from the stored state (before pybreaker reads it)."""
@@ -471,7 +473,7 @@ class SharedStorage(pybreaker.CircuitBreakerStorage):
         with self._lock:
             sink = self._sink
         if sink is not None:
-            return sink._storage_snapshot()
+            return sink.snapshot()
         opened = self._opened_at
         return View(
             self._state,

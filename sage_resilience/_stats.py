@@ -1,0 +1,208 @@
+"""A gate's statistics: recent failures, their rate, time open, status.
+
+The call counters (``calls``, ``successes``, ...) stay on the gate: they
+change on every call. What is here changes on failures and transitions
+only, and is read by the status entry and the ``circuit_state_changed``
+event. Times are on the gate's clock; they are shown on the wall clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+from sage_resilience._events import CLOSED, OPEN, StateChange, iso
+from sage_resilience._redact import MAX_TEXT, redact, secrets_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sage_resilience._circuit import Circuit
+
+__all__ = ["GateStats", "describe_failure"]
+
+_RATE_BUCKETS: Final = 60
+
+#: How many counted-failure times a gate keeps.
+_FAILURE_TIMES: Final = 256
+
+#: How many recent failures a status entry and an event show.
+_SHOWN: Final = 5
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``"ExcType: message"`` with secrets redacted, for status and events."""
+    name = type(exc).__name__
+    try:
+        # Cut before anything else: a 10 MB message costs no more than
+        # a short one.
+        text = str(exc)[: 2 * MAX_TEXT].strip().split("\n", 1)[0]
+    except Exception:  # a broken __str__ must not replace the error
+        text = "<message could not be printed>"
+    if not text:
+        return name
+    return f"{name}: {redact(text, known=secrets_of(exc))}"[:500]
+
+
+class _RateCounter:
+    """Counted failures in the last 60 s, in 60 one-second buckets.
+
+    Constant memory whatever the failure rate.
+    """
+
+    __slots__ = ("_counts", "_seconds")
+
+    def __init__(self) -> None:
+        self._counts = [0] * _RATE_BUCKETS
+        self._seconds = [-1] * _RATE_BUCKETS
+
+    def add(self, now: float) -> None:
+        second = int(now)
+        i = second % _RATE_BUCKETS
+        if self._seconds[i] != second:
+            self._seconds[i] = second
+            self._counts[i] = 0
+        self._counts[i] += 1
+
+    def total(self, now: float) -> int:
+        oldest = int(now) - _RATE_BUCKETS
+        return sum(
+            c
+            for c, s in zip(self._counts, self._seconds, strict=True)
+            if s > oldest
+        )
+
+    def clear(self) -> None:
+        self._counts = [0] * _RATE_BUCKETS
+        self._seconds = [-1] * _RATE_BUCKETS
+
+
+class GateStats:
+    """What a gate shows of its failures and open periods (its lock held).
+
+    Attributes:
+        recent: Gate-clock times of recent counted failures: the last 5
+            are shown; more serve failure counts over a window (the
+            compat layer).
+        last_failure: ``"ExcType: message"`` of the last counted failure.
+        last_cause: The classification of the last counted failure.
+        open_seconds: Seconds spent open in closed open periods (never
+            reset).
+    """
+
+    __slots__ = (
+        "last_cause",
+        "last_failure",
+        "open_seconds",
+        "rate",
+        "recent",
+    )
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=_FAILURE_TIMES)
+        self.rate = _RateCounter()
+        self.last_failure: str | None = None
+        self.last_cause: str | None = None
+        self.open_seconds = 0.0
+
+    def record_failure(
+        self, now: float, exc: BaseException, cause: str | None
+    ) -> None:
+        """A counted failure at *now*."""
+        self.recent.append(now)
+        self.rate.add(now)
+        self.last_failure = describe_failure(exc)
+        self.last_cause = cause
+
+    def closed_open_period(self, now: float, opened_at: float | None) -> None:
+        """The circuit leaves open at *now* (it opened at *opened_at*)."""
+        if opened_at is not None:
+            self.open_seconds += max(0.0, now - opened_at)
+
+    def shown(self, to_wall: Callable[[float], float]) -> tuple[float, ...]:
+        """The recent failures shown, as wall-clock times, oldest first."""
+        return tuple(to_wall(t) for t in tuple(self.recent)[-_SHOWN:])
+
+    def per_minute(self, now: float) -> int:
+        """Counted failures in the last 60 s."""
+        return self.rate.total(now)
+
+    def failure_times(self, to_wall: Callable[[float], float]) -> list[float]:
+        """Wall-clock times of the recent counted failures, oldest first."""
+        return [to_wall(t) for t in self.recent]
+
+    def clear(self) -> None:
+        """Forget the failures (the time spent open is kept)."""
+        self.recent.clear()
+        self.rate.clear()
+        self.last_failure = self.last_cause = None
+
+    def state_change(
+        self,
+        gate: Circuit,
+        old: str,
+        new: str,
+        reason: str,
+        rejected: int | None,
+        now: float,
+    ) -> StateChange:
+        """The ``circuit_state_changed`` event of a transition made here."""
+        return StateChange(
+            breaker=gate.name,
+            old_state=old,
+            new_state=new,
+            reason=reason,
+            failure_count=gate.failure_count,
+            failure_threshold=gate.config.failure_threshold,
+            recovery_timeout=gate.current_recovery_timeout,
+            recent_failures=self.shown(gate._to_wall),
+            failure_rate_per_min=self.per_minute(now),
+            last_failure=self.last_failure,
+            last_cause=self.last_cause,
+            rejected_while_open=rejected,
+            platform=gate.platform,
+            open_for=gate.current_recovery_timeout
+            if new == OPEN and not gate._forced
+            else None,
+        )
+
+    def entry(self, gate: Circuit, now: float) -> dict[str, Any]:
+        """*gate*'s status entry (see ``docs/operations.md``)."""
+        config = gate.config
+        state = gate.state
+        opened_at = gate._opened_at
+        window = gate.window
+        return {
+            "name": gate.name,
+            "state": state,
+            "forced": gate.forced,
+            "failure_count": gate.failure_count,
+            "failure_threshold": config.failure_threshold,
+            "recovery_timeout": config.recovery_timeout,
+            "current_recovery_timeout": gate.current_recovery_timeout,
+            "success_threshold": config.success_threshold,
+            "half_open_max_calls": config.half_open_max_calls,
+            "opened_at": iso(gate._to_wall(opened_at))
+            if state != CLOSED and opened_at is not None
+            else None,
+            "retry_after": round(gate.retry_after(), 3),
+            "recent_failures": [iso(t) for t in self.shown(gate._to_wall)],
+            "failure_rate_per_min": self.rate.total(now),
+            "last_failure": self.last_failure,
+            "last_cause": self.last_cause,
+            "calls": gate.calls,
+            "successes": gate.successes,
+            "failures": gate.failures,
+            "rejections": gate.rejections,
+            "retries": gate.retries,
+            "bulkhead_rejections": gate.bulkhead_rejections,
+            "open_seconds_total": self.open_seconds
+            + (
+                max(0.0, now - opened_at)
+                if state == OPEN and opened_at is not None
+                else 0.0
+            ),
+            "storage": gate.storage_name,
+            "window": window.figures(now) if window is not None else None,
+            "critical": config.critical,
+        }
