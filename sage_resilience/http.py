@@ -163,11 +163,15 @@ class FailureStatusError(Exception):
             response.headers.get("retry-after")
         )
 
-    def _unread(self) -> Any:
-        """The response as a transport returns it: unread, for the client.
+    def unread_response(self) -> Any:
+        """The failing response as a transport returns it: unread.
 
-        A client reads and times a response itself; one read already would
-        never get its ``elapsed`` set.
+        What :class:`ResilientTransport` hands its client once retries ran
+        out: a fresh response over the same raw body, for the client to
+        decode and time as usual (:attr:`response`, read already, would
+        never get its ``elapsed`` set).
+
+        .. versionadded:: 0.2.0
         """
         lib = _library_of(self.request)
         return _buffered(lib, self.request, self._original, self._raw)
@@ -529,7 +533,7 @@ class ResilientTransport(_TransportBases):
                 attempt, retry=_replayable(lib, request)
             )
         except FailureStatusError as failed:
-            return failed._unread()
+            return failed.unread_response()
         except PolicyTimeoutError:
             raise
         except TimeoutError as exc:
@@ -594,7 +598,7 @@ class ResilientTransport(_TransportBases):
                 attempt, retry=_replayable(lib, request)
             )
         except FailureStatusError as failed:
-            return failed._unread()
+            return failed.unread_response()
         return _watch(lib, response, verdict, sync=True)
 
     @staticmethod
