@@ -113,10 +113,11 @@ class FailureStatusError(Exception):
 
     Raised inside an attempt so the breaker counts the answer and the
     retry honours its ``Retry-After``; the transport itself never lets it
-    out: when retries run out it returns :attr:`response` instead. You see
-    it as the ``__cause__`` of a :class:`~sage_resilience.CircuitOpenError`
-    (the answer that opened the circuit) and in ``retry_scheduled``,
-    ``retry_exhausted`` and ``last_failure``.
+    out: when retries run out it returns the response instead (as
+    :meth:`unread_response` gives it). You see it as the ``__cause__`` of
+    a :class:`~sage_resilience.CircuitOpenError` (the answer that opened
+    the circuit) and in ``retry_scheduled``, ``retry_exhausted`` and
+    ``last_failure``.
 
     Each instance is also the ``HTTPStatusError`` of the library the
     request came from (``httpx.HTTPStatusError`` or
