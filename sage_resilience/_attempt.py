@@ -23,8 +23,11 @@ The call plan
   chosen whenever a bulkhead, chaos or a retry deadline is configured, or a
   latency observer is installed (:func:`set_attempt_observer`).
 
-The sync path (``Policy.call``) has one variant, :meth:`_attempt_sync`.
-Every variant hands a counted failure to the same retry loop.
+``Policy.acall_deferred``, the retries (attempts 2..N) and
+:func:`acall_once` always run the general variant. The sync path
+(``Policy.call``) has one variant, :meth:`AttemptRunner._attempt_sync`,
+which reads the clock only for slow-call timing or an observer. Every
+variant hands a counted failure to the same retry loop.
 
 A new per-attempt feature (a ``PolicyConfig`` key read while an attempt
 runs) must either be honoured by the plain and timed-only variants too,
