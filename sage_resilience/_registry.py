@@ -12,6 +12,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from sage_resilience._attempt import Settings
 from sage_resilience._config import Declaration, ResilienceConfig
 from sage_resilience._events import logger
 from sage_resilience._policy import Policy, RetryHooks
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     import pybreaker
 
     from sage_resilience._config import PolicyConfig
-    from sage_resilience._policy import _Settings
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -33,6 +33,7 @@ Record = tuple[type[BaseException], ...] | None
 __all__ = [
     "Part",
     "configure",
+    "configured",
     "current_config",
     "declare",
     "declared",
@@ -167,7 +168,7 @@ def configure(
 
 def _install(
     resolved: ResilienceConfig,
-    staged: dict[str, tuple[Policy | None, _Settings | None]],
+    staged: dict[str, tuple[Policy | None, Settings | None]],
 ) -> None:
     """Make *resolved* the configuration in force (already validated)."""
     global _config  # noqa: PLW0603 - the registry is process-wide by design
@@ -192,17 +193,15 @@ def _storage_name(config: ResilienceConfig) -> str:
 
 def _stage(
     config: ResilienceConfig,
-) -> dict[str, tuple[Policy | None, _Settings | None]]:
+) -> dict[str, tuple[Policy | None, Settings | None]]:
     """Validate every policy of *config* against the registry; apply none."""
-    from sage_resilience._policy import _Settings  # noqa: PLC0415
-
-    staged: dict[str, tuple[Policy | None, _Settings | None]] = {}
+    staged: dict[str, tuple[Policy | None, Settings | None]] = {}
     for name, policy_config in config.policies.items():
         record = _record_of(name)
         existing = _policies.get(name)
         if existing is None:
             # Validate now by building the settings of the future policy.
-            _Settings(name, policy_config, record)
+            Settings(name, policy_config, record)
             staged[name] = (None, None)
         else:
             staged[name] = (existing, existing._prepare(policy_config, record))
@@ -384,6 +383,15 @@ def policies() -> dict[str, Policy]:
         if _config is None:
             configure()
         return dict(_policies)
+
+
+def configured() -> bool:
+    """Whether the registry holds a configuration (never configures it).
+
+    For callers on an event loop: when False, :func:`current_config` (or
+    any first use) reads the configuration file.
+    """
+    return _config is not None
 
 
 def current_config() -> ResilienceConfig:

@@ -11,19 +11,29 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import tenacity
 from tenacity.wait import wait_base
 
+from sage_resilience._breaker import describe_failure
 from sage_resilience._classify import retry_after_of
+from sage_resilience._events import logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sage_resilience._breaker import Gate
     from sage_resilience._config import RetryConfig
 
-__all__ = ["RetryPlan", "async_sleep", "sync_sleep"]
+__all__ = [
+    "RetryHooks",
+    "RetryPlan",
+    "async_sleep",
+    "retry_callbacks",
+    "sync_sleep",
+]
 
 
 class _Sleeping:
@@ -165,3 +175,93 @@ class RetryPlan:
     def retrying(self, **kwargs: Any) -> tenacity.Retrying:
         """A fresh ``Retrying`` for one call."""
         return tenacity.Retrying(sleep=sync_sleep, **self._kwargs(**kwargs))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryHooks:
+    """Retry filters and callbacks declared in code (Sage's ``retry``).
+
+    Consulted on the failure path only: ``should_retry`` narrows which
+    counted failures are retried, ``before_retry(attempt, error)`` runs
+    before each wait, ``on_exhausted(error)`` once attempts ran out.
+    """
+
+    should_retry: Callable[[BaseException], bool] | None = None
+    before_retry: Callable[[int, BaseException], None] | None = None
+    on_exhausted: Callable[[BaseException], None] | None = None
+
+
+def retry_callbacks(
+    name: str,
+    gate: Gate,
+    hooks: RetryHooks | None,
+    *,
+    attempts: int,
+    should_retry: Callable[[BaseException], bool],
+    started: float,
+) -> dict[str, Any]:
+    """The callbacks of one call's retries, for :class:`RetryPlan`.
+
+    The keyword arguments of :meth:`RetryPlan.async_retrying` and
+    :meth:`RetryPlan.retrying` for a call of policy *name*:
+    *should_retry* judges each failure; each scheduled retry is counted
+    on *gate*, logged (``retry_scheduled``) and shown to the
+    code-declared *hooks*; running out is logged (``retry_exhausted``)
+    and re-raises the last error.
+    """
+
+    def before_sleep(rs: tenacity.RetryCallState) -> None:
+        gate.retries += 1
+        outcome = rs.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if hooks is not None and hooks.before_retry is not None:
+            _run_callback(name, hooks.before_retry, rs.attempt_number, exc)
+        logger.info(
+            "retry_scheduled",
+            breaker=name,
+            attempt=rs.attempt_number,
+            max_attempts=attempts,
+            wait=round(rs.upcoming_sleep, 3),
+            error=_describe(exc),
+        )
+
+    def exhausted(rs: tenacity.RetryCallState) -> Any:
+        outcome = rs.outcome
+        assert outcome is not None
+        logger.warning(
+            "retry_exhausted",
+            breaker=name,
+            attempts=rs.attempt_number,
+            error=_describe(outcome.exception()),
+        )
+        if hooks is not None and hooks.on_exhausted is not None:
+            _run_callback(name, hooks.on_exhausted, outcome.exception())
+        return outcome.result()  # re-raises the last error
+
+    return {
+        "started": started,
+        "should_retry": should_retry,
+        "before_sleep": before_sleep,
+        "exhausted": exhausted,
+    }
+
+
+def _run_callback(
+    name: str, callback: Callable[..., object], *args: object
+) -> None:
+    """Run a user callback; its failure is logged, never raised."""
+    try:
+        callback(*args)
+    except Exception as exc:
+        logger.warning(
+            "callback_failed",
+            breaker=name,
+            callback=getattr(callback, "__qualname__", repr(callback)),
+            error=describe_failure(exc),
+        )
+
+
+def _describe(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    return describe_failure(exc)

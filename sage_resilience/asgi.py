@@ -90,7 +90,7 @@ class ResilienceApp:
         method: str = scope["method"]
         head = method == "HEAD"
         parts = _route_path(scope).split("/")[1:]
-        if _registry._config is None:
+        if not _registry.configured():
             # Configuring reads a file: keep it off the event loop.
             await asyncio.to_thread(_registry.current_config)
         match parts:

@@ -113,10 +113,11 @@ class FailureStatusError(Exception):
 
     Raised inside an attempt so the breaker counts the answer and the
     retry honours its ``Retry-After``; the transport itself never lets it
-    out: when retries run out it returns :attr:`response` instead. You see
-    it as the ``__cause__`` of a :class:`~sage_resilience.CircuitOpenError`
-    (the answer that opened the circuit) and in ``retry_scheduled``,
-    ``retry_exhausted`` and ``last_failure``.
+    out: when retries run out it returns the response instead (as
+    :meth:`unread_response` gives it). You see it as the ``__cause__`` of
+    a :class:`~sage_resilience.CircuitOpenError` (the answer that opened
+    the circuit) and in ``retry_scheduled``, ``retry_exhausted`` and
+    ``last_failure``.
 
     Each instance is also the ``HTTPStatusError`` of the library the
     request came from (``httpx.HTTPStatusError`` or
@@ -163,11 +164,15 @@ class FailureStatusError(Exception):
             response.headers.get("retry-after")
         )
 
-    def _unread(self) -> Any:
-        """The response as a transport returns it: unread, for the client.
+    def unread_response(self) -> Any:
+        """The failing response as a transport returns it: unread.
 
-        A client reads and times a response itself; one read already would
-        never get its ``elapsed`` set.
+        What :class:`ResilientTransport` hands its client once retries ran
+        out: a fresh response over the same raw body, for the client to
+        decode and time as usual (:attr:`response`, read already, would
+        never get its ``elapsed`` set).
+
+        .. versionadded:: 0.2.0
         """
         lib = _library_of(self.request)
         return _buffered(lib, self.request, self._original, self._raw)
@@ -529,7 +534,7 @@ class ResilientTransport(_TransportBases):
                 attempt, retry=_replayable(lib, request)
             )
         except FailureStatusError as failed:
-            return failed._unread()
+            return failed.unread_response()
         except PolicyTimeoutError:
             raise
         except TimeoutError as exc:
@@ -594,7 +599,7 @@ class ResilientTransport(_TransportBases):
                 attempt, retry=_replayable(lib, request)
             )
         except FailureStatusError as failed:
-            return failed._unread()
+            return failed.unread_response()
         return _watch(lib, response, verdict, sync=True)
 
     @staticmethod

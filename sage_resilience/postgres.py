@@ -42,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a test
     )
     raise ImportError(msg) from exc
 
+from sage_resilience._attempt import acall_once
 from sage_resilience._policy import Policy
 from sage_resilience._registry import policy as _registered
 from sage_resilience.exceptions import ConfigError
@@ -256,7 +257,7 @@ class Guarded:
         """*method* under the policy; one attempt inside a transaction."""
         p = self.policy
         if _in_transaction(self.target):
-            return await p._acall_once(method, *args, **kwargs)
+            return await acall_once(p, method, *args, **kwargs)
         return await p.acall(method, *args, **kwargs)
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:

@@ -683,6 +683,19 @@ class TestTransport:
             str(error)
         )
 
+    def test_failure_error_gives_the_response_unread(self, lib):
+        """unread_response(): a fresh response over the raw body."""
+        request = lib.Request("GET", "https://api.test/v1/x")
+        answer = lib.Response(503, headers={"retry-after": "7"})
+        error = FailureStatusError(request, answer, b"busy")
+        unread = error.unread_response()
+        assert unread is not error.response
+        assert (503, "7") == (
+            unread.status_code,
+            unread.headers["retry-after"],
+        )
+        assert b"busy" == unread.read()
+
 
 def load_copy(monkeypatch, *missing: str):
     """Execute a fresh copy of sage_resilience.http with *missing* absent."""

@@ -8,6 +8,7 @@ from sage_resilience import (
     CircuitOpenError,
     ConfigError,
     UnknownPolicyError,
+    _registry,
     breaker_status,
     configure,
     health,
@@ -57,6 +58,13 @@ class TestRegistry:
             "siliconflow_api",
             "vectorizer",
         } == set(breaker_status())
+
+    def test_configured_tells_without_configuring(self, tmp_path):
+        """configured() is False until a first use or configure()."""
+        assert not _registry.configured()
+        assert not _registry.configured()  # asking did not configure it
+        configure(write(tmp_path))
+        assert _registry.configured()
 
     def test_env_names_the_file(self, tmp_path, monkeypatch):
         """SAGE_RESILIENCE_CONFIG is the default path."""
