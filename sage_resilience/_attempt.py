@@ -449,7 +449,7 @@ class AttemptRunner:
         self._settle(s, ticket, error, time.perf_counter() - started, 1)
         raise error
 
-    async def _attempt_async(
+    async def _attempt_async(  # noqa: C901, PLR0912 - every way an attempt ends, on the hot path
         self,
         s: Settings,
         fn: Callable[..., Awaitable[T]],
@@ -504,7 +504,7 @@ class AttemptRunner:
         self._settle(s, ticket, error, duration, number)
         raise error
 
-    def _attempt_sync(
+    def _attempt_sync(  # noqa: C901, PLR0912 - every way an attempt ends, on the hot path
         self,
         s: Settings,
         fn: Callable[..., T],

@@ -263,7 +263,7 @@ class Gate(Circuit):
                 raise self._reject(now)
         return self._admit_slow(wait)
 
-    def _admit_slow(self, wait: bool = False, again: bool = False) -> int:
+    def _admit_slow(self, wait: bool = False, again: bool = False) -> int:  # noqa: C901, PLR0912 - admission in one lock: every state and store case
         with self._lock:
             state = self._state
             if state == CLOSED:
@@ -370,7 +370,7 @@ class Gate(Circuit):
 
     # -- outcomes ---------------------------------------------------------
 
-    def success(self, ticket: int, duration: float = 0.0) -> None:
+    def success(self, ticket: int, duration: float = 0.0) -> None:  # noqa: C901 - the success path, inlined for speed
         """Record a success (or an ignored exception) of an admitted call."""
         self.successes += 1
         window = self.window

@@ -114,22 +114,8 @@ class ResilienceApp:
             return
         if allowed == "POST":
             await self._control(scope, send, parts[1], parts[2])
-            return
-        match parts:
-            case ["health"]:
-                report = health()
-                code = 503 if report["status"] == "down" else 200
-                await _json(send, code, report, head=head)
-            case ["breakers"]:
-                await _json(send, 200, breaker_status(), head=head)
-            case ["breakers", name]:
-                found = _registry.policies().get(name)
-                if found is None:
-                    await _error(send, 404, "no such breaker", head=head)
-                else:
-                    await _json(send, 200, found.status(), head=head)
-            case _:
-                await _metrics(send, head=head)
+        else:
+            await _read(send, parts, head=head)
 
     async def _control(
         self, scope: Scope, send: Send, name: str, action: str
@@ -235,6 +221,25 @@ def _refused(action: str, client: str | None, reason: str) -> None:
         client=client,
         reason=reason,
     )
+
+
+async def _read(send: Send, parts: list[str], *, head: bool) -> None:
+    """Answer a GET (or HEAD) of a known route."""
+    match parts:
+        case ["health"]:
+            report = health()
+            code = 503 if report["status"] == "down" else 200
+            await _json(send, code, report, head=head)
+        case ["breakers"]:
+            await _json(send, 200, breaker_status(), head=head)
+        case ["breakers", name]:
+            found = _registry.policies().get(name)
+            if found is None:
+                await _error(send, 404, "no such breaker", head=head)
+            else:
+                await _json(send, 200, found.status(), head=head)
+        case _:
+            await _metrics(send, head=head)
 
 
 async def _metrics(send: Send, *, head: bool) -> None:
