@@ -7,7 +7,7 @@ sqlite file), then measures:
    against one in memory (ns a call adds to a bare call, median of the
    trials), and, for comparison, raw pybreaker with its own
    ``CircuitRedisStorage`` against pybreaker with its memory storage.
-   Goal (issue 4): redis <= 2x memory (pybreaker's is about 160x).
+   Goal: redis <= 2x memory (pybreaker's is about 160x).
 2. **Event-loop lag** while storage operations happen: a probe task
    sleeps 1 ms over and over and records how late it wakes up, while
    calls fail and succeed in bursts so the circuit trips, probes and

@@ -305,6 +305,11 @@ _wheels: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+def forget_wheels() -> None:
+    """Drop every loop's timeout wheel (tests); pending expiries still fire."""
+    _wheels.clear()
+
+
 async def within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC109
     """Await *awaitable*; raise ``TimeoutError`` after *timeout* seconds.
 

@@ -16,9 +16,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import structlog
+
+from sage_resilience._names import (
+    CALL_REJECTED,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    RETRY_EXHAUSTED,
+    RETRY_SCHEDULED,
+    STATE_CHANGED,
+    STATE_SYNCED,
+)
 
 __all__ = [
     "CALL_REJECTED",
@@ -38,20 +49,6 @@ __all__ = [
 ]
 
 LOGGER_NAME = "sage_resilience"
-
-#: The circuit states, as shown in status entries, events and metrics
-#: (pybreaker's own names: a state read from pybreaker or a store is one
-#: of these strings).
-CLOSED: Final = "closed"
-OPEN: Final = "open"
-HALF_OPEN: Final = "half-open"
-
-#: Event names that more than one module logs or reads.
-STATE_CHANGED: Final = "circuit_state_changed"
-STATE_SYNCED: Final = "circuit_state_synced"
-CALL_REJECTED: Final = "call_rejected"
-RETRY_SCHEDULED: Final = "retry_scheduled"
-RETRY_EXHAUSTED: Final = "retry_exhausted"
 
 #: ``LogRecord`` attributes an event key must not overwrite in ``extra``.
 _RESERVED = frozenset(

@@ -256,6 +256,11 @@ class Ticker:
             self._start()
         self._wake.set()
 
+    def forget(self) -> None:
+        """Stop ticking every gate watched so far (tests)."""
+        with self._lock:
+            self._gates.clear()
+
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(

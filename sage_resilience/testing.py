@@ -4,7 +4,9 @@
   happen, events are still logged), so a test of a 3-attempt policy takes
   no backoff time.
 * :func:`capture_events` collects the library's structlog events.
-* :func:`reset` forgets the registry so each test starts from scratch.
+* :func:`reset` forgets the registry and every other process-wide state
+  (observer, timer wheels, ticker, storage backends), so each test starts
+  from scratch.
 
 .. versionadded:: 0.1.0
 """
@@ -17,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from structlog.testing import capture_logs
 
+from sage_resilience._attempt import forget_wheels, set_attempt_observer
 from sage_resilience._registry import reset_registry
 from sage_resilience._retry import SLEEPING
+from sage_resilience._storage import close_storages
+from sage_resilience._window import TICKER
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, MutableMapping
@@ -44,8 +49,19 @@ def capture_events() -> Iterator[list[MutableMapping[str, Any]]]:
 
 
 def reset() -> None:
-    """Forget every policy, code declaration and the configuration."""
+    """Start from scratch: every piece of process-wide state, in one call.
+
+    Forgets every policy, code declaration and the configuration (and the
+    compat module's breakers), removes the attempt observer (metrics'
+    latency: ``register_metrics`` installs it again), drops the timeout
+    wheels and the window ticker's gates, and flushes and stops the storage
+    backends (policies built earlier keep their local state).
+    """
     reset_registry()
     compat = sys.modules.get("sage_resilience.compat")
     if compat is not None:
         compat.forget()
+    set_attempt_observer(None)
+    forget_wheels()
+    TICKER.forget()
+    close_storages()

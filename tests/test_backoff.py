@@ -1,4 +1,4 @@
-"""Adaptive open time: ``recovery_backoff`` (contract section 11)."""
+"""Adaptive open time: ``recovery_backoff``."""
 
 from __future__ import annotations
 

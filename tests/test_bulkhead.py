@@ -1,4 +1,4 @@
-"""Bulkheads: ``max_concurrency`` and ``max_wait`` (contract section 11)."""
+"""Bulkheads: ``max_concurrency`` and ``max_wait``."""
 
 from __future__ import annotations
 

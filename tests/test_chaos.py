@@ -1,4 +1,4 @@
-"""Fault injection for game days: the ``chaos`` block (contract 11)."""
+"""Fault injection for game days: the ``chaos`` block."""
 
 from __future__ import annotations
 

@@ -1548,7 +1548,7 @@ class TestFiniteNumbers:
         assert "must be a finite number" in error.problem
 
 
-# -- issue 11: numbers, hostile files, exception names, storage, staging -------
+# -- numbers, hostile files, exception names, storage, staging ----------------
 
 BOUNDED_FIELDS = [
     ("timeout: X", "timeout", 2_592_000),

@@ -1380,7 +1380,7 @@ FORMATTERS = {
 def emit_story(stdlib_logger: logging.Logger) -> None:
     """A trip and a recovery, one record every 10 s from BASE.
 
-    The keys are the library's events' (contract section 6), passed as
+    The keys are the library's events', passed as
     ``extra`` as an application logging through stdlib would.
     """
     stdlib_logger.info("service_started", extra={"version": "1.0"})

@@ -1,4 +1,4 @@
-"""The policy engine: contract section 4, async and sync alike."""
+"""The policy engine, async and sync alike."""
 
 from __future__ import annotations
 

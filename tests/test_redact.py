@@ -1,7 +1,7 @@
 """Secrets never leave the library; redaction is bounded on any input.
 
-The leak cases are issue 11's (secrets found in events, status, /health,
-/breakers, doctor and errors), plus the common credential formats. The
+The leak cases are secrets once found in events, status, /health,
+/breakers, doctor and errors, plus the common credential formats. The
 timing cases run in a child process with a timeout, so a regression fails
 instead of hanging the suite; no duration is asserted.
 """

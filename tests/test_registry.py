@@ -1,4 +1,4 @@
-"""configure(), policy(), hot reload, health (contract section 3)."""
+"""configure(), policy(), hot reload, health."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared and persisted circuit state: contract section 9, issue 4.
+"""Shared and persisted circuit state.
 
 Real stores only: a ``redis-server`` per module (tests.support.redis_server)
 and sqlite files. Two kinds of tests:

@@ -1,4 +1,4 @@
-"""Rate and slow-call tripping over a sliding window (contract section 11)."""
+"""Rate and slow-call tripping over a sliding window."""
 
 from __future__ import annotations
 

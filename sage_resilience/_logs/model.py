@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sage_resilience._events import (
+from sage_resilience._logs.times import _iso
+from sage_resilience._names import (
     CALL_REJECTED,
     CLOSED,
     HALF_OPEN,
@@ -18,7 +19,6 @@ from sage_resilience._events import (
     RETRY_SCHEDULED,
     STATE_CHANGED,
 )
-from sage_resilience._logs.times import _iso
 
 __all__ = [
     "CALL_REJECTED",
