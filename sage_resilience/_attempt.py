@@ -46,6 +46,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
+from sage_resilience import _hooks
 from sage_resilience._breaker import ClaimPending, Gate
 from sage_resilience._classify import COUNTED, IGNORED, Classifier
 from sage_resilience._events import logger
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from sage_resilience._config import ChaosConfig, PolicyConfig
+    from sage_resilience._hooks import Outcome
 
 __all__ = [
     "CALL_PLAN",
@@ -128,13 +130,23 @@ CALL_PLAN: Final[Mapping[str, Literal["all", "timed", "general"]]] = {
     "chaos.latency_rate": "general",
 }
 
-# -- the latency observer ----------------------------------------------------
+# -- the attempt observer ---------------------------------------------------
 
-#: Called with (policy name, seconds) after every attempt that ran; the
-#: metrics module installs one for its latency histogram. Read it through
-#: the module (``_attempt.attempt_observer``): set_attempt_observer()
-#: replaces it.
-attempt_observer: Callable[[str, float], None] | None = None
+#: Called with (policy name, seconds, outcome, error) after every attempt
+#: that ran to an end: :mod:`sage_resilience._hooks` keeps it (attempt
+#: hooks, metrics' latency) and hands this module its copy whenever it
+#: changes. None when nobody listens: the success path reads no clock.
+attempt_observer: (
+    Callable[[str, float, Outcome, BaseException | None], None] | None
+) = None
+
+
+def _observe(observer: Any) -> None:
+    global attempt_observer  # noqa: PLW0603 - one observer per process
+    attempt_observer = observer
+
+
+_hooks.watch_observer(_observe)
 
 
 def set_attempt_observer(
@@ -145,10 +157,10 @@ def set_attempt_observer(
     While one is installed every attempt that actually ran (a success, a
     counted or ignored failure, a timeout) reports its duration, bulkhead
     waiting excluded; refusals and cancellations are not reported. Without
-    one the success path does not read the clock at all.
+    it (and without attempt hooks) the success path does not read the
+    clock at all.
     """
-    global attempt_observer  # noqa: PLW0603 - one observer per process
-    attempt_observer = observer
+    _hooks.set_latency_observer(observer)
 
 
 # -- bulkhead ----------------------------------------------------------------
@@ -454,7 +466,7 @@ class AttemptRunner:
         self._settle(s, ticket, error, time.perf_counter() - started, 1)
         raise error
 
-    async def _attempt_async(  # noqa: C901, PLR0912 - every way an attempt ends, on the hot path
+    async def _attempt_async(
         self,
         s: Settings,
         fn: Callable[..., Awaitable[T]],
@@ -495,21 +507,17 @@ class AttemptRunner:
         else:
             duration = time.perf_counter() - started
             if defer:
-                if attempt_observer is not None:
-                    attempt_observer(self.name, duration)
                 held: Any = (result, PendingVerdict(self, s, ticket, duration))
                 return held  # type: ignore[no-any-return]
             gate.success(ticket, duration)
             if attempt_observer is not None:
-                attempt_observer(self.name, duration)
+                attempt_observer(self.name, duration, "success", None)
             return result
         duration = time.perf_counter() - started
-        if attempt_observer is not None and isinstance(error, Exception):
-            attempt_observer(self.name, duration)
         self._settle(s, ticket, error, duration, number)
         raise error
 
-    def _attempt_sync(  # noqa: C901, PLR0912 - every way an attempt ends, on the hot path
+    def _attempt_sync(
         self,
         s: Settings,
         fn: Callable[..., T],
@@ -542,20 +550,17 @@ class AttemptRunner:
         else:
             if defer:
                 duration = time.perf_counter() - started if timed else 0.0
-                if watching is not None:
-                    watching(self.name, duration)
                 held: Any = (result, PendingVerdict(self, s, ticket, duration))
                 return held  # type: ignore[no-any-return]
-            if watching is not None:
-                watching(self.name, time.perf_counter() - started)
             if timed:
-                gate.success(ticket, time.perf_counter() - started)
+                duration = time.perf_counter() - started
+                gate.success(ticket, duration)
+                if watching is not None:
+                    watching(self.name, duration, "success", None)
             else:
                 gate.success(ticket)
             return result
         duration = time.perf_counter() - started if timed else 0.0
-        if watching is not None and isinstance(error, Exception):
-            watching(self.name, duration)
         self._settle(s, ticket, error, duration, number)
         raise error
 
@@ -574,17 +579,25 @@ class AttemptRunner:
         """
         verdict = s.classify(error)
         gate = self._gate
+        outcome: Outcome
         if verdict == COUNTED:
             gate.failure(
                 ticket, error, _cause_of(error, s.config.kind), duration
             )
-            if number < s.attempts and gate.rejecting():
-                refusal = gate.refusal()
-                raise refusal from error
+            outcome = "failure"
         elif verdict == IGNORED:
             gate.success(ticket, duration)
+            outcome = "ignored"
         else:
             gate.release(ticket)
+            cancelled = not isinstance(error, Exception)
+            outcome = "cancelled" if cancelled else "neutral"
+        observer = attempt_observer
+        if observer is not None:
+            observer(self.name, duration, outcome, error)
+        if verdict == COUNTED and number < s.attempts and gate.rejecting():
+            refusal = gate.refusal()
+            raise refusal from error
 
     # -- bulkhead slots ------------------------------------------------------
 
@@ -620,6 +633,8 @@ class AttemptRunner:
         gate = self._gate
         gate.release(ticket)
         gate.bulkhead_rejections += 1
+        if _hooks.REJECTED:
+            _hooks.rejected(self.name, "bulkhead", 0.0)
         return BulkheadFullError(
             self.name, bulkhead.limit, time.monotonic() - started_wait
         )
@@ -742,6 +757,9 @@ class PendingVerdict:
         runner = self._take()
         if runner is not None:
             runner._gate.success(self._ticket, self._duration)
+            observer = attempt_observer
+            if observer is not None:
+                observer(runner.name, self._duration, "success", None)
 
     def failure(self, exc: BaseException) -> None:
         """The work failed with *exc*: judged as any attempt's error.
@@ -760,3 +778,6 @@ class PendingVerdict:
         runner = self._take()
         if runner is not None:
             runner._gate.release(self._ticket)
+            observer = attempt_observer
+            if observer is not None:
+                observer(runner.name, self._duration, "neutral", None)

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
+from sage_resilience import _hooks
 from sage_resilience._circuit import LOCAL_CLOCK, PROBE, Circuit
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import (
@@ -188,6 +189,12 @@ class _Breaker(pybreaker.CircuitBreaker):
         raise ValueError(listener)
 
 
+def _tell_rejected(name: str, state: str, retry_after: float) -> None:
+    """The rejection hooks, told why (open, or every probe slot taken)."""
+    reason: _hooks.RejectReason = "open" if state == OPEN else "half_open_full"
+    _hooks.rejected(name, reason, retry_after)
+
+
 class Gate(Circuit):
     """Admission, outcome recording and statistics for one policy.
 
@@ -212,8 +219,7 @@ class Gate(Circuit):
             storage_name=storage_name,
             clock=clock,
         )
-        # Recent failures, their rate, time open (the counters of every
-        # call are the gate's own).
+        # Recent failures, their rate, time open (not the call counters).
         self._stats = GateStats()
         # The gate's side of a shared storage (None with any other).
         self._fleet: Fleet | None = None
@@ -335,6 +341,8 @@ class Gate(Circuit):
         if self._state == OPEN:
             self._rejected_while_open += 1
         retry_after = 0.0 if self._forced else max(0.0, self._probe_at - now)
+        if _hooks.REJECTED:
+            _tell_rejected(self.name, self._state, retry_after)
         if not self._rejection_logged and self._state == OPEN:
             self._rejection_logged = True
             logger.warning(

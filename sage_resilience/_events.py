@@ -16,9 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from sage_resilience._names import (
     CALL_REJECTED,
@@ -139,6 +142,12 @@ def iso(ts: float | None) -> str | None:
     )
 
 
+#: Told of every transition this process logs or adopts, with (breaker,
+#: old state, new state, reason, failure count, last failure, last cause);
+#: set by :mod:`sage_resilience._hooks` while a state hook is installed.
+transition_listener: Callable[..., None] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class StateChange:
     """One circuit transition, as logged in ``circuit_state_changed``."""
@@ -182,11 +191,22 @@ class StateChange:
         return event
 
     def emit(self) -> None:
-        """Log it: warning when the circuit opens, info otherwise."""
+        """Log it (warning when the circuit opens, else info); tell hooks."""
         if self.new_state == OPEN:
             logger.warning(STATE_CHANGED, **self.as_event())
         else:
             logger.info(STATE_CHANGED, **self.as_event())
+        listener = transition_listener
+        if listener is not None:
+            listener(
+                self.breaker,
+                self.old_state,
+                self.new_state,
+                self.reason,
+                self.failure_count,
+                self.last_failure,
+                self.last_cause,
+            )
 
 
 class Synced:
@@ -203,7 +223,7 @@ class Synced:
         self.storage = storage
 
     def emit(self) -> None:
-        """Log it (``circuit_state_synced``, debug level)."""
+        """Log it (``circuit_state_synced``, debug level); tell hooks."""
         logger.debug(
             STATE_SYNCED,
             breaker=self.breaker,
@@ -211,3 +231,14 @@ class Synced:
             new_state=self.new_state,
             storage=self.storage,
         )
+        listener = transition_listener
+        if listener is not None:
+            listener(
+                self.breaker,
+                self.old_state,
+                self.new_state,
+                "storage",
+                0,
+                None,
+                None,
+            )

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 from tenacity.wait import wait_base
 
+from sage_resilience import _hooks
 from sage_resilience._breaker import describe_failure
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import logger
+from sage_resilience._names import RETRY_EXHAUSTED, RETRY_SCHEDULED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -217,19 +219,23 @@ def retry_callbacks(
         if hooks is not None and hooks.before_retry is not None:
             _run_callback(name, hooks.before_retry, rs.attempt_number, exc)
         logger.info(
-            "retry_scheduled",
+            RETRY_SCHEDULED,
             breaker=name,
             attempt=rs.attempt_number,
             max_attempts=attempts,
             wait=round(rs.upcoming_sleep, 3),
             error=_describe(exc),
         )
+        if _hooks.RETRY:
+            _hooks.retry_scheduled(
+                name, rs.attempt_number, rs.upcoming_sleep, exc
+            )
 
     def exhausted(rs: tenacity.RetryCallState) -> Any:
         outcome = rs.outcome
         assert outcome is not None
         logger.warning(
-            "retry_exhausted",
+            RETRY_EXHAUSTED,
             breaker=name,
             attempts=rs.attempt_number,
             error=_describe(outcome.exception()),

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from structlog.testing import capture_logs
 
-from sage_resilience._attempt import forget_wheels, set_attempt_observer
+from sage_resilience import _hooks
+from sage_resilience._attempt import forget_wheels
 from sage_resilience._registry import reset_registry
 from sage_resilience._retry import SLEEPING
 from sage_resilience._storage import close_storages
@@ -52,8 +53,9 @@ def reset() -> None:
     """Start from scratch: every piece of process-wide state, in one call.
 
     Forgets every policy, code declaration and the configuration (and the
-    compat module's breakers), removes the attempt observer (metrics'
-    latency: ``register_metrics`` installs it again), drops the timeout
+    compat module's breakers), removes every hook and the attempt
+    observer (metrics' latency: ``register_metrics`` installs it again),
+    drops the timeout
     wheels and the window ticker's gates, and flushes and stops the storage
     backends (policies built earlier keep their local state).
     """
@@ -61,7 +63,7 @@ def reset() -> None:
     compat = sys.modules.get("sage_resilience.compat")
     if compat is not None:
         compat.forget()
-    set_attempt_observer(None)
+    _hooks.clear()
     forget_wheels()
     TICKER.forget()
     close_storages()

@@ -170,7 +170,9 @@ class TestDispatch:
     async def test_an_observer_takes_the_general_variant(self, monkeypatch):
         seen: list[str] = []
         monkeypatch.setattr(
-            _attempt, "attempt_observer", lambda name, _s: seen.append(name)
+            _attempt,
+            "attempt_observer",
+            lambda name, _s, _o, _e: seen.append(name),
         )
         p = make_policy("observed", trip={"slow_call_duration": 1.0})
         calls: list[str] = []

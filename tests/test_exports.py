@@ -71,6 +71,15 @@ PUBLIC = {
         "register_metrics",
     },
     "sage_resilience.status": {"breaker_status", "health"},
+    "sage_resilience.instrumentation": {
+        "AttemptFinished",
+        "CallRejected",
+        "RetryScheduled",
+        "StateChange",
+        "add_hook",
+        "get_hooks",
+        "remove_hook",
+    },
     "sage_resilience.testing": {
         "capture_events",
         "is_testing",
