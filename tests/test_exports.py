@@ -71,6 +71,7 @@ PUBLIC = {
         "register_metrics",
     },
     "sage_resilience.status": {"breaker_status", "health"},
+    "sage_resilience.otel": {"instrument", "uninstrument"},
     "sage_resilience.instrumentation": {
         "AttemptFinished",
         "CallRejected",

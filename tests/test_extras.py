@@ -22,6 +22,7 @@ CASES = [
     ("postgres.py", ("asyncpg",), ("postgres",)),
     ("openai.py", ("openai",), ("openai",)),
     ("metrics.py", ("prometheus_client",), ("metrics",)),
+    ("otel.py", ("opentelemetry",), ("otel",)),
 ]
 
 
