@@ -267,20 +267,13 @@ def _hand_over(waiter: asyncio.Future[None]) -> None:
 #: Attempt timeouts fire at most this late (seconds).
 TIMEOUT_RESOLUTION: Final = 0.005
 
-
-class _Expiry:
-    """One timed attempt: the task to cancel and the bucket it waits in."""
-
-    __slots__ = ("bucket", "fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.fired = False
-        self.bucket: dict[_Expiry, None] | None = None
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
+# asyncio.current_task() is a Python function on 3.11; its two C halves
+# cost half as much on every timed attempt.
+_get_running_loop = asyncio.get_running_loop
+_current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = (
+    asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+)
+_TICKS_PER_SECOND: Final = 1 / TIMEOUT_RESOLUTION
 
 
 class _TimeoutWheel:
@@ -288,38 +281,67 @@ class _TimeoutWheel:
 
     ``asyncio.timeout`` schedules (and cancels) one timer per call, which
     costs more than the whole breaker; here one timer serves every attempt
-    whose deadline falls in the same bucket.
+    whose deadline falls in the same bucket. A bucket maps each attempt's
+    key (the awaitable it times) to its task; a key that fired goes to
+    :attr:`fired` until its attempt has seen it.
     """
 
-    __slots__ = ("_buckets", "_loop")
+    __slots__ = ("_buckets", "_last", "_last_tick", "_loop", "_time", "fired")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._buckets: dict[int, dict[_Expiry, None]] = {}
+        self._time = loop.time
+        self._buckets: dict[int, dict[object, asyncio.Task[Any]]] = {}
+        # The bucket the previous attempt went to: most do likewise.
+        self._last_tick = -1
+        self._last: dict[object, asyncio.Task[Any]] = {}
+        self.fired: set[object] = set()
 
-    def add(self, expiry: _Expiry, timeout: float) -> None:
-        loop = self._loop
-        tick = int((loop.time() + timeout) / TIMEOUT_RESOLUTION) + 1
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            bucket = self._buckets[tick] = {}
-            loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
-        bucket[expiry] = None
-        expiry.bucket = bucket
+    def bucket(self, tick: int) -> dict[object, asyncio.Task[Any]]:
+        """The bucket of deadlines in *tick*, its timer set (and cached)."""
+        found = self._buckets.get(tick)
+        if found is None:
+            found = self._buckets[tick] = {}
+            self._loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
+        self._last = found
+        self._last_tick = tick
+        return found
 
     def _fire(self, tick: int) -> None:
-        for expiry in self._buckets.pop(tick, ()):
-            expiry.fire()
+        if tick == self._last_tick:
+            self._last_tick = -1
+        bucket = self._buckets.pop(tick, {})
+        for key, task in list(bucket.items()):
+            self.fired.add(key)
+            task.cancel()
 
 
 _wheels: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, _TimeoutWheel
 ] = weakref.WeakKeyDictionary()
 
+#: The last loop a timeout was armed on and its wheel: one identity test
+#: instead of a weak-dictionary lookup on every timed attempt.
+_last_wheel: tuple[asyncio.AbstractEventLoop | None, _TimeoutWheel | None] = (
+    None,
+    None,
+)
+
 
 def forget_wheels() -> None:
     """Drop every loop's timeout wheel (tests); pending expiries still fire."""
+    global _last_wheel  # noqa: PLW0603
     _wheels.clear()
+    _last_wheel = (None, None)
+
+
+def _wheel_of(loop: asyncio.AbstractEventLoop) -> _TimeoutWheel:
+    global _last_wheel  # noqa: PLW0603 - a cache of _wheels
+    wheel = _wheels.get(loop)
+    if wheel is None:
+        wheel = _wheels[loop] = _TimeoutWheel(loop)
+    _last_wheel = (loop, wheel)
+    return wheel
 
 
 async def within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC109
@@ -329,28 +351,33 @@ async def within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC10
     races the expiry still wins); the expiry is late by at most
     ``TIMEOUT_RESOLUTION``.
     """
-    task = asyncio.current_task()
+    loop = _get_running_loop()
+    task = _current_tasks.get(loop)
     if task is None:  # pragma: no cover - awaited outside a task
         async with asyncio.timeout(timeout):
             return await awaitable
-    loop = task.get_loop()
-    wheel = _wheels.get(loop)
-    if wheel is None:
-        wheel = _wheels[loop] = _TimeoutWheel(loop)
-    expiry = _Expiry(task)
+    cached, wheel = _last_wheel
+    if cached is not loop or wheel is None:
+        wheel = _wheel_of(loop)
     cancelling = task.cancelling()
-    wheel.add(expiry, timeout)
+    # TimeoutWheel.add, inlined; the awaitable is the attempt's key.
+    tick = int((wheel._time() + timeout) * _TICKS_PER_SECOND) + 1
+    last = wheel._last_tick == tick
+    bucket = wheel._last if last else wheel.bucket(tick)
+    bucket[awaitable] = task
     try:
         return await awaitable
     except asyncio.CancelledError as exc:
-        if expiry.fired and task.uncancel() <= cancelling:
-            raise TimeoutError from exc
+        fired = wheel.fired
+        if awaitable in fired:
+            fired.discard(awaitable)
+            if task.uncancel() <= cancelling:
+                raise TimeoutError from exc
         raise
     finally:
-        if not expiry.fired:
-            bucket = expiry.bucket
-            if bucket is not None:
-                bucket.pop(expiry, None)
+        bucket.pop(awaitable, None)
+        if wheel.fired:
+            wheel.fired.discard(awaitable)
 
 
 # -- settings ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from sage_resilience._attempt import (
 from sage_resilience._breaker import ClaimPending, Gate
 from sage_resilience._classify import COUNTED
 from sage_resilience._events import logger
+from sage_resilience._names import CLOSED
 from sage_resilience._retry import RetryHooks, retry_callbacks
 from sage_resilience.exceptions import CircuitOpenError
 
@@ -169,18 +170,8 @@ class Policy(AttemptRunner):
             )
             raise TypeError(msg)
         if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
-
-        return wrapper
+            return _async_wrapper(self, fn)
+        return _sync_wrapper(self, fn)
 
     # -- async --------------------------------------------------------------
 
@@ -213,10 +204,15 @@ class Policy(AttemptRunner):
                 error: BaseException = exc
             return await self._aretry(s, error, fn, args, kwargs)
         gate = self._gate
-        try:
-            ticket = gate.admit(wait=True)
-        except ClaimPending as pending:
-            ticket = await pending.admit()
+        generation = gate._generation  # Gate.admit, inlined
+        if gate._state is CLOSED:
+            gate.calls += 1
+            ticket = generation << 1
+        else:
+            try:
+                ticket = gate.admit(wait=True)
+            except ClaimPending as pending:
+                ticket = await pending.admit()
         try:
             if s.timeout is None:
                 result = await fn(*args, **kwargs)
@@ -225,7 +221,16 @@ class Policy(AttemptRunner):
         except BaseException as exc:
             error = exc
         else:
-            gate.success(ticket)
+            # Counted without the lock unless the circuit moved on, a
+            # failure was counted, or a window wants the outcome.
+            if (
+                ticket == gate._generation << 1
+                and gate._clean
+                and gate.window is None
+            ):
+                gate.successes += 1  # Gate.success, inlined
+            else:
+                gate.success(ticket)
             return result
         self._settle(s, ticket, error, 0.0, 1)
         return await self._aretry(s, error, fn, args, kwargs)
@@ -449,3 +454,92 @@ def _warn_chaos(name: str, config: PolicyConfig) -> None:
         latency=chaos.latency,
         latency_rate=chaos.latency_rate,
     )
+
+
+# -- the decorator's wrappers ----------------------------------------------
+#
+# The plain variant (see sage_resilience._attempt) inlined in the wrapper
+# itself: one frame between the caller and ``fn``, admission and success
+# recorded without a call. Anything else goes through Policy.acall/call.
+
+
+def _async_wrapper(
+    policy: Policy, fn: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        s = policy._s
+        if not s.plain or _attempt.attempt_observer is not None:
+            return await policy.acall(fn, *args, **kwargs)
+        gate = policy._gate
+        generation = gate._generation
+        if gate._state is CLOSED:
+            gate.calls += 1
+            ticket = generation << 1
+        else:
+            try:
+                ticket = gate.admit(wait=True)
+            except ClaimPending as pending:
+                ticket = await pending.admit()
+        try:
+            if s.timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await within(s.timeout, fn(*args, **kwargs))
+        except BaseException as exc:
+            error = exc
+        else:
+            # Counted without the lock unless the circuit moved on, a
+            # failure was counted, or a window wants the outcome.
+            if (
+                ticket == gate._generation << 1
+                and gate._clean
+                and gate.window is None
+            ):
+                gate.successes += 1
+            else:
+                gate.success(ticket)
+            return result
+        policy._settle(s, ticket, error, 0.0, 1)
+        return await policy._aretry(s, error, fn, args, kwargs)
+
+    return wrapper
+
+
+def _sync_wrapper(
+    policy: Policy, fn: Callable[..., Any]
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        s = policy._s
+        if not s.plain or _attempt.attempt_observer is not None:
+            return policy.call(fn, *args, **kwargs)
+        gate = policy._gate
+        generation = gate._generation
+        if gate._state is CLOSED:
+            gate.calls += 1
+            ticket = generation << 1
+        else:
+            ticket = gate.admit()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+        else:
+            # Counted without the lock unless the circuit moved on, a
+            # failure was counted, or a window wants the outcome.
+            if (
+                ticket == gate._generation << 1
+                and gate._clean
+                and gate.window is None
+            ):
+                gate.successes += 1
+            else:
+                gate.success(ticket)
+            return result
+        policy._settle(s, ticket, error, 0.0, 1)  # may raise the refusal
+        if not policy._retryable(s, error):
+            raise error
+        return policy._retry_sync(s, error, fn, args, kwargs, 0.0)
+
+    return wrapper
