@@ -21,7 +21,8 @@ if TYPE_CHECKING:
         ResilienceConfig,
         load_config,
     )
-    from sage_resilience._diagnosis.describe import Diagnosis, diagnose
+    from sage_resilience._diagnosis.describe import Cause, Diagnosis, diagnose
+    from sage_resilience._names import State
     from sage_resilience._policy import Policy
     from sage_resilience._registry import configure, policy
     from sage_resilience.exceptions import (
@@ -31,17 +32,26 @@ if TYPE_CHECKING:
         ConfigError,
         UnknownPolicyError,
     )
-    from sage_resilience.status import breaker_status, health
+    from sage_resilience.status import (
+        HealthReport,
+        StatusEntry,
+        breaker_status,
+        health,
+    )
 
 __all__ = [
     "BulkheadFullError",
+    "Cause",
     "ChaosError",
     "CircuitOpenError",
     "ConfigError",
     "Diagnosis",
+    "HealthReport",
     "Policy",
     "PolicyConfig",
     "ResilienceConfig",
+    "State",
+    "StatusEntry",
     "UnknownPolicyError",
     "breaker_status",
     "configure",
@@ -59,8 +69,10 @@ _LAZY: dict[str, str] = {
     "PolicyConfig": "sage_resilience._config",
     "ResilienceConfig": "sage_resilience._config",
     "load_config": "sage_resilience._config",
+    "Cause": "sage_resilience._diagnosis.describe",
     "Diagnosis": "sage_resilience._diagnosis.describe",
     "diagnose": "sage_resilience._diagnosis.describe",
+    "State": "sage_resilience._names",
     "Policy": "sage_resilience._policy",
     "configure": "sage_resilience._registry",
     "policy": "sage_resilience._registry",
@@ -69,6 +81,8 @@ _LAZY: dict[str, str] = {
     "CircuitOpenError": "sage_resilience.exceptions",
     "ConfigError": "sage_resilience.exceptions",
     "UnknownPolicyError": "sage_resilience.exceptions",
+    "HealthReport": "sage_resilience.status",
+    "StatusEntry": "sage_resilience.status",
     "breaker_status": "sage_resilience.status",
     "health": "sage_resilience.status",
 }

@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._config import PolicyConfig
+    from sage_resilience._stats import GateEntry
 
 __all__ = [
     "CLAIM_WAIT",
@@ -590,7 +591,7 @@ class Gate(Circuit):
         with self._lock:
             return self._stats.failure_times(self._to_wall)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GateEntry:
         """This gate's status entry (see ``docs/operations.md``)."""
         now = self._clock()
         with self._lock:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from sage_resilience._config import PolicyConfig
     from sage_resilience._events import StateChange, Synced
+    from sage_resilience._names import State
     from sage_resilience.exceptions import RefusalInfo
 
 __all__ = ["CANONICAL", "LOCAL_CLOCK", "PROBE", "Circuit"]
@@ -45,7 +46,11 @@ _WALL_SLACK: Final = 0.001
 
 #: Each state name to the constant itself: the hot path compares states by
 #: identity, and a state read back from a store is an equal string.
-CANONICAL: Final = {state: state for state in (CLOSED, OPEN, HALF_OPEN)}
+CANONICAL: Final[dict[str, State]] = {
+    CLOSED: CLOSED,
+    OPEN: OPEN,
+    HALF_OPEN: HALF_OPEN,
+}
 
 
 #: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
@@ -100,7 +105,7 @@ class Circuit:
 
         # Circuit state mirrored from pybreaker (read without the lock on
         # the hot path) and the generation, bumped on every transition.
-        self._state: str = CLOSED
+        self._state: State = CLOSED
         self._generation = 0
         self._probes = 0
         self._probe_at = 0.0
@@ -252,7 +257,7 @@ class Circuit:
     # -- state --------------------------------------------------------------
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         """``"closed"``, ``"open"`` or ``"half-open"``."""
         return self._state
 

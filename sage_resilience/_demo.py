@@ -37,7 +37,7 @@ from sage_resilience.exceptions import CircuitOpenError
 from sage_resilience.status import breaker_status
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from sage_resilience._config import ResilienceConfig
 
@@ -466,7 +466,7 @@ def _workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def status_table(status: dict[str, dict[str, Any]]) -> str:
+def status_table(status: Mapping[str, Mapping[str, object]]) -> str:
     """A plain-text table of breaker statuses, control characters escaped."""
     columns = (
         ("breaker", "name"),

@@ -6,7 +6,7 @@ can use them without loading the engine or structlog.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 __all__ = [
     "CALL_REJECTED",
@@ -17,7 +17,11 @@ __all__ = [
     "RETRY_SCHEDULED",
     "STATE_CHANGED",
     "STATE_SYNCED",
+    "State",
 ]
+
+State: TypeAlias = Literal["closed", "open", "half-open"]
+"""A circuit state: ``Policy.state``, a status entry's ``state``."""
 
 #: The circuit states, as shown in status entries, events and metrics
 #: (pybreaker's own names: a state read from pybreaker or a store is one

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import pybreaker
 
     from sage_resilience._config import PolicyConfig
+    from sage_resilience._names import State
+    from sage_resilience._stats import StatusEntry
 
 __all__ = [
     "PendingVerdict",
@@ -120,17 +122,18 @@ class Policy(AttemptRunner):
         return self._gate.breaker
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         """``"closed"``, ``"open"`` or ``"half-open"``."""
         return self._gate.state
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusEntry:
         """This policy's status entry (see ``docs/operations.md``)."""
-        entry = self._gate.status()
         bulkhead = self._s.bulkhead
-        entry["in_flight"] = bulkhead.in_flight if bulkhead else None
-        entry["platform"] = self._gate.platform
-        return entry
+        return {
+            **self._gate.status(),
+            "in_flight": bulkhead.in_flight if bulkhead else None,
+            "platform": self._gate.platform,
+        }
 
     def failure_times(self) -> list[float]:
         """Epoch times of the recent counted failures (up to 256)."""

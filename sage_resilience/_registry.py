@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pybreaker
 
     from sage_resilience._config import PolicyConfig
+    from sage_resilience._names import State
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -305,7 +306,7 @@ class _LatePolicy(Policy):
         return resolve(self.name).breaker
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         """See :attr:`Policy.state`."""
         return resolve(self.name).state
 

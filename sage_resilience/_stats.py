@@ -9,17 +9,22 @@ event. Times are on the gate's clock; they are shown on the wall clock.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, cast
+
+# typing_extensions: pydantic (FastAPI response models) reads it on 3.11.
+from typing_extensions import TypedDict
 
 from sage_resilience._events import CLOSED, OPEN, StateChange, iso
+from sage_resilience._names import State  # noqa: TC001 - read by pydantic
 from sage_resilience._redact import MAX_TEXT, redact, secrets_of
+from sage_resilience._window import WindowFigures  # noqa: TC001 - idem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._circuit import Circuit
 
-__all__ = ["GateStats", "describe_failure"]
+__all__ = ["GateEntry", "GateStats", "StatusEntry", "describe_failure"]
 
 _RATE_BUCKETS: Final = 60
 
@@ -28,6 +33,53 @@ _FAILURE_TIMES: Final = 256
 
 #: How many recent failures a status entry and an event show.
 _SHOWN: Final = 5
+
+
+class GateEntry(TypedDict):
+    """The part of a status entry the gate knows (all but the last two)."""
+
+    name: str
+    state: State
+    forced: bool
+    failure_count: int
+    failure_threshold: int
+    recovery_timeout: float
+    current_recovery_timeout: float
+    success_threshold: int
+    half_open_max_calls: int
+    opened_at: str | None
+    retry_after: float
+    recent_failures: list[str]
+    failure_rate_per_min: int
+    last_failure: str | None
+    last_cause: str | None
+    calls: int
+    successes: int
+    failures: int
+    rejections: int
+    retries: int
+    bulkhead_rejections: int
+    open_seconds_total: float
+    storage: str
+    window: WindowFigures | None
+    critical: bool
+
+
+class StatusEntry(GateEntry):
+    """A policy's status entry: ``p.status()``, ``breaker_status()[name]``.
+
+    Every key is always present (a value may be None). ``state`` is
+    ``"closed"``, ``"open"`` or ``"half-open"``; ``opened_at`` and
+    ``recent_failures`` are ISO-8601 UTC; ``last_cause`` is a diagnosis
+    code (a :class:`~sage_resilience.Cause` value); ``window`` is None
+    without a ``trip:`` window; ``in_flight`` is None without a bulkhead.
+    See ``docs/operations.md``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    in_flight: int | None
+    platform: str
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -166,7 +218,7 @@ class GateStats:
             else None,
         )
 
-    def entry(self, gate: Circuit, now: float) -> dict[str, Any]:
+    def entry(self, gate: Circuit, now: float) -> GateEntry:
         """*gate*'s status entry (see ``docs/operations.md``)."""
         config = gate.config
         state = gate.state
@@ -186,7 +238,10 @@ class GateStats:
             if state != CLOSED and opened_at is not None
             else None,
             "retry_after": round(gate.retry_after(), 3),
-            "recent_failures": [iso(t) for t in self.shown(gate._to_wall)],
+            # iso() of a float is a str.
+            "recent_failures": cast(
+                "list[str]", [iso(t) for t in self.shown(gate._to_wall)]
+            ),
             "failure_rate_per_min": self.rate.total(now),
             "last_failure": self.last_failure,
             "last_cause": self.last_cause,

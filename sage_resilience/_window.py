@@ -35,12 +35,31 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+# typing_extensions: pydantic (FastAPI response models) reads it on 3.11.
+from typing_extensions import TypedDict
 
 if TYPE_CHECKING:
     from sage_resilience._config import TripConfig
 
-__all__ = ["BUCKETS", "TICKER", "SlidingWindow", "Ticker"]
+__all__ = ["BUCKETS", "TICKER", "SlidingWindow", "Ticker", "WindowFigures"]
+
+
+class WindowFigures(TypedDict):
+    """A sliding window's figures: a status entry's ``window``.
+
+    Rates are fractions of ``calls`` (0.0 on an empty window).
+
+    .. versionadded:: 0.1.0
+    """
+
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_rate: float
+    slow_call_rate: float
+
 
 #: Buckets per window: a call may leave the window up to one bucket (5 %)
 #: before ``window`` seconds have passed, never after.
@@ -209,7 +228,7 @@ class SlidingWindow:
         assert self._head is not None
         return float((self._head + 1) * self._width)
 
-    def figures(self, now: float) -> dict[str, Any]:
+    def figures(self, now: float) -> WindowFigures:
         """``calls``, ``failures``, ``slow_calls`` and both rates right now.
 
         Rates are fractions of ``calls`` (0.0 on an empty window).

@@ -171,7 +171,7 @@ def create_app(*, admin_token: str | None = None) -> ResilienceApp:
 
 
 #: The app with the token from env ``SAGE_RESILIENCE_ADMIN_TOKEN``.
-app = create_app()
+app: ResilienceApp = create_app()
 
 
 def _act(found: Policy, action: str) -> None:

@@ -44,6 +44,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pybreaker
 import tenacity
 
+# typing_extensions: pydantic (FastAPI response models) reads it on 3.11.
+from typing_extensions import TypedDict
+
 from sage_resilience import _registry
 from sage_resilience._classify import COUNTED, Classifier
 from sage_resilience._config import Declaration, PolicyConfig
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._policy import Policy
+    from sage_resilience._stats import StatusEntry
 
 __all__ = [
     "DATABASE_RETRY_CONFIG",
@@ -103,6 +107,31 @@ _STATES = {
     OPEN: CircuitState.OPEN,
     HALF_OPEN: CircuitState.HALF_OPEN,
 }
+
+
+class SageStats(TypedDict):
+    """Sage's statistics of one breaker (``get_stats()``).
+
+    Not in ``__all__`` (a star import gives exactly Sage's names); import
+    it by name to annotate.
+
+    Attributes:
+        state: A :class:`CircuitState` value (``"half_open"``).
+        failure_count: Counted failures within ``monitoring_window``.
+        failure_rate_per_minute: The same, per minute of the window.
+        last_failure_time: Epoch seconds, or None.
+        last_attempt_time: Epoch seconds, or None.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    state: str
+    failure_count: int
+    success_count: int
+    failure_rate_per_minute: float
+    last_failure_time: float | None
+    last_attempt_time: float | None
 
 
 class _DefaultInt(int):
@@ -205,7 +234,7 @@ class CircuitBreaker:
         _declare: bool = True,
     ) -> None:
         self.name = name
-        self.config = config or CircuitBreakerConfig()
+        self.config: CircuitBreakerConfig = config or CircuitBreakerConfig()
         path, line = _where or _caller(1)
         self._part = _registry.Part(
             "breaker",
@@ -254,7 +283,7 @@ class CircuitBreaker:
         self.last_attempt_time = time.time()
         return await self.policy.acall(func, *args, **kwargs)
 
-    def get_stats(self) -> dict[str, Any]:
+    def get_stats(self) -> SageStats:
         """Sage's statistics: ``name``, ``state``, ``failure_count`` ...
 
         ``failure_count`` counts counted failures within
@@ -274,7 +303,7 @@ class CircuitBreaker:
 
 def _stats(
     found: Policy, window: float, breaker: CircuitBreaker | None
-) -> dict[str, Any]:
+) -> SageStats:
     now = time.time()
     failures = [t for t in found.failure_times() if t > now - window]
     status = found.status()
@@ -407,11 +436,11 @@ class CircuitBreakerManager:
             name, _where=("<registry>", None), _declare=False
         )
 
-    def get_all_stats(self) -> list[dict[str, Any]]:
+    def get_all_stats(self) -> list[SageStats]:
         """Sage's statistics of every policy, one entry each."""
         with _lock:
             known = {**_known, **_registered}
-        out = []
+        out: list[SageStats] = []
         for name, found in sorted(_registry.policies().items()):
             breaker = known.get(name)
             window = (
@@ -427,7 +456,7 @@ class CircuitBreakerManager:
 
 
 #: The process-wide manager.
-breaker_manager = CircuitBreakerManager()
+breaker_manager: CircuitBreakerManager = CircuitBreakerManager()
 
 
 def forget() -> None:
@@ -437,7 +466,7 @@ def forget() -> None:
         _registered.clear()
 
 
-def get_breaker_stats(name: str) -> dict[str, Any]:
+def get_breaker_stats(name: str) -> StatusEntry:
     """The status entry of the breaker *name* (as ``breaker_status()``)."""
     return _registry.resolve(name).status()
 

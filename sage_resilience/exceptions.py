@@ -29,6 +29,8 @@ import pybreaker
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from sage_resilience._names import State
+
 __all__ = [
     "BulkheadFullError",
     "ChaosError",
@@ -45,7 +47,7 @@ class RefusalInfo(NamedTuple):
     failure_count: int
     last_failure: str | None
     last_cause: str | None
-    state: str
+    state: State
     forced: bool
     message: str | None = None
 
@@ -84,7 +86,7 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         failure_count: int | None = None,
         last_failure: str | None = None,
         last_cause: str | None = None,
-        state: str = "open",
+        state: State = "open",
         forced: bool = False,
     ) -> None:
         super().__init__()
@@ -136,7 +138,7 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         return self._info.last_cause
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         """The circuit state that refused the call."""
         return self._info.state
 
@@ -191,7 +193,7 @@ def _rebuild_circuit_open(
     failure_count: int,
     last_failure: str | None,
     last_cause: str | None,
-    state: str,
+    state: State,
     forced: bool,
 ) -> CircuitOpenError:
     return CircuitOpenError(
@@ -301,7 +303,7 @@ class UnknownPolicyError(KeyError):
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
-        self.known = tuple(sorted(known))
+        self.known: tuple[str, ...] = tuple(sorted(known))
         super().__init__(name)
 
     def __str__(self) -> str:

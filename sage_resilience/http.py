@@ -160,7 +160,7 @@ class FailureStatusError(Exception):
         )
         self._raw = raw
         self._original = response
-        self.retry_after = parse_retry_after(
+        self.retry_after: float | None = parse_retry_after(
             response.headers.get("retry-after")
         )
 

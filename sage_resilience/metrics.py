@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 try:
     from prometheus_client import (
@@ -100,7 +100,17 @@ LATENCY_BUCKETS: Final = (
 _STATES: Final = (CLOSED, OPEN, HALF_OPEN)
 
 #: ``outcome`` label -> status entry counter.
-_OUTCOMES: Final = (
+_OUTCOMES: Final[
+    tuple[
+        tuple[
+            str,
+            Literal[
+                "successes", "failures", "rejections", "bulkhead_rejections"
+            ],
+        ],
+        ...,
+    ]
+] = (
     ("success", "successes"),
     ("failure", "failures"),
     ("rejected", "rejections"),

@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 try:
     import openai
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess
-    msg = (
+except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
+    _msg = (
         "sage_resilience.openai needs the openai package, which is not "
         "installed: pip install 'sage-resilience[openai]'"
     )
-    raise ImportError(msg) from exc
+    raise ImportError(_msg) from _missing
 
 from sage_resilience._policy import Policy
 from sage_resilience._registry import policy as _registered

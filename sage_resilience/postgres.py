@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 try:
     import asyncpg
-except ImportError as exc:  # pragma: no cover - exercised in a test
-    msg = (
+except ImportError as _missing:  # pragma: no cover - exercised in a test
+    _msg = (
         "sage_resilience.postgres needs asyncpg, which is not installed: "
         "pip install 'sage-resilience[postgres]'"
     )
-    raise ImportError(msg) from exc
+    raise ImportError(_msg) from _missing
 
 from sage_resilience._attempt import acall_once
 from sage_resilience._policy import Policy
@@ -234,7 +234,7 @@ class Guarded:
     __slots__ = ("_policy", "target")
 
     def __init__(self, target: Any, policy: Policy | str) -> None:
-        self.target = target
+        self.target: Any = target
         self._policy = policy
 
     @property

@@ -15,6 +15,7 @@ This is the only diagnosis module that looks a policy up in the registry
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import TYPE_CHECKING, Any
 
 from sage_resilience._diagnosis.chain import cause_of, find, infer_kind
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAUSES",
     "NO_CONTEXT",
+    "Cause",
     "Context",
     "Diagnosis",
     "diagnose",
@@ -38,36 +40,72 @@ __all__ = [
     "diagnosis_for",
 ]
 
+
+class Cause(enum.StrEnum):
+    """A diagnosis cause code (:attr:`Diagnosis.cause`).
+
+    A ``str``: ``Cause.PG_REFUSED == "pg_refused"``, and it is written as
+    its value in JSON, f-strings and ``str()``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    OK = "ok"
+    PG_REFUSED = "pg_refused"
+    PG_UNREACHABLE = "pg_unreachable"
+    PG_IPV6_LOCALHOST = "pg_ipv6_localhost"
+    PG_AUTH_FAILED = "pg_auth_failed"
+    PG_DATABASE_MISSING = "pg_database_missing"
+    PG_PERMISSION_DENIED = "pg_permission_denied"
+    PG_TOO_MANY_CONNECTIONS = "pg_too_many_connections"
+    PGVECTOR_NOT_INSTALLED = "pgvector_not_installed"
+    PGVECTOR_NOT_ENABLED = "pgvector_not_enabled"
+    PG_QUERY_TIMEOUT = "pg_query_timeout"
+    HTTP_BAD_REQUEST = "http_bad_request"
+    HTTP_UNAUTHORIZED = "http_unauthorized"
+    HTTP_NOT_FOUND = "http_not_found"
+    HTTP_RATE_LIMITED = "http_rate_limited"
+    HTTP_SERVER_ERROR = "http_server_error"
+    HTTP_TIMEOUT = "http_timeout"
+    DNS_FAILURE = "dns_failure"
+    TLS_FAILURE = "tls_failure"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    CIRCUIT_OPEN = "circuit_open"
+    UNKNOWN = "unknown"
+
+
 #: Every cause code, with what it means (the docs and ``doctor`` use it).
-CAUSES: dict[str, str] = {
-    "ok": "the dependency answered as expected",
-    "pg_refused": "nothing listens on the PostgreSQL host and port",
-    "pg_unreachable": "connecting to PostgreSQL timed out (filtered port, "
-    "firewall, host down)",
-    "pg_ipv6_localhost": "localhost resolved to ::1, where PostgreSQL does "
-    "not listen",
-    "pg_auth_failed": "PostgreSQL rejected the role or its password",
-    "pg_database_missing": "the database does not exist",
-    "pg_permission_denied": "the role lacks a privilege",
-    "pg_too_many_connections": "no connection slot left on the server or "
+CAUSES: dict[Cause, str] = {
+    Cause.OK: "the dependency answered as expected",
+    Cause.PG_REFUSED: "nothing listens on the PostgreSQL host and port",
+    Cause.PG_UNREACHABLE: "connecting to PostgreSQL timed out (filtered "
+    "port, firewall, host down)",
+    Cause.PG_IPV6_LOCALHOST: "localhost resolved to ::1, where PostgreSQL "
+    "does not listen",
+    Cause.PG_AUTH_FAILED: "PostgreSQL rejected the role or its password",
+    Cause.PG_DATABASE_MISSING: "the database does not exist",
+    Cause.PG_PERMISSION_DENIED: "the role lacks a privilege",
+    Cause.PG_TOO_MANY_CONNECTIONS: "no connection slot left on the server or "
     "for the role",
-    "pgvector_not_installed": "the server lacks the pgvector extension",
-    "pgvector_not_enabled": "pgvector is installed but CREATE EXTENSION "
+    Cause.PGVECTOR_NOT_INSTALLED: "the server lacks the pgvector extension",
+    Cause.PGVECTOR_NOT_ENABLED: "pgvector is installed but CREATE EXTENSION "
     "vector was not run in this database",
-    "pg_query_timeout": "a query hit statement_timeout or the command timeout",
-    "http_bad_request": "the API rejected the request (400/422)",
-    "http_unauthorized": "the API key is missing, wrong or not allowed "
+    Cause.PG_QUERY_TIMEOUT: "a query hit statement_timeout or the command "
+    "timeout",
+    Cause.HTTP_BAD_REQUEST: "the API rejected the request (400/422)",
+    Cause.HTTP_UNAUTHORIZED: "the API key is missing, wrong or not allowed "
     "(401/403)",
-    "http_not_found": "the URL path does not exist (404)",
-    "http_rate_limited": "the API is rate limiting (429)",
-    "http_server_error": "the API failed on its side (5xx)",
-    "http_timeout": "the API did not answer in time",
-    "dns_failure": "the host name does not resolve",
-    "tls_failure": "the TLS handshake or certificate check failed",
-    "connection_refused": "nothing listens on the host and port",
-    "connection_reset": "the peer closed or reset the connection",
-    "circuit_open": "the circuit breaker refused the call",
-    "unknown": "not a failure diagnose recognises",
+    Cause.HTTP_NOT_FOUND: "the URL path does not exist (404)",
+    Cause.HTTP_RATE_LIMITED: "the API is rate limiting (429)",
+    Cause.HTTP_SERVER_ERROR: "the API failed on its side (5xx)",
+    Cause.HTTP_TIMEOUT: "the API did not answer in time",
+    Cause.DNS_FAILURE: "the host name does not resolve",
+    Cause.TLS_FAILURE: "the TLS handshake or certificate check failed",
+    Cause.CONNECTION_REFUSED: "nothing listens on the host and port",
+    Cause.CONNECTION_RESET: "the peer closed or reset the connection",
+    Cause.CIRCUIT_OPEN: "the circuit breaker refused the call",
+    Cause.UNKNOWN: "not a failure diagnose recognises",
 }
 
 _FIXES: dict[str, str] = {
@@ -144,8 +182,8 @@ class Diagnosis:
     """What went wrong with a dependency, and what to do about it.
 
     Attributes:
-        cause: A stable code (``pg_refused``, ``http_rate_limited``...; see
-            :data:`CAUSES`).
+        cause: A stable code (``pg_refused``, ``http_rate_limited``...; a
+            :class:`Cause`, equal to its string).
         explanation: One sentence about this very failure, secrets
             redacted.
         fix: One actionable sentence.
@@ -157,15 +195,15 @@ class Diagnosis:
     .. versionadded:: 0.1.0
     """
 
-    cause: str
+    cause: Cause
     explanation: str
     fix: str
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly copy."""
+        """A JSON-friendly copy (``cause`` a plain ``str``)."""
         return {
-            "cause": self.cause,
+            "cause": str(self.cause),
             "explanation": self.explanation,
             "fix": self.fix,
             "details": dict(self.details),
@@ -301,7 +339,7 @@ def diagnose_in(exc: BaseException, ctx: Context) -> Diagnosis:
     # The key the request carried, should the provider echo it back.
     known = secrets_of(exc)
     return Diagnosis(
-        cause=code,
+        cause=Cause(code),
         explanation=redact(explanation, known=known),
         fix=redact(_fix(code, details), known=known),
         details=_redact_details(details, known),
@@ -342,7 +380,7 @@ def diagnosis_for(
     if fix is None:
         fix = _fix(cause, params) if cause in _FIXES else ""
     return Diagnosis(
-        cause=cause,
+        cause=Cause(cause),
         explanation=redact(explanation),
         fix=redact(fix),
         details=_redact_details(params),

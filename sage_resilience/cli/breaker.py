@@ -115,7 +115,7 @@ def _local_action(args: argparse.Namespace) -> dict[str, Any]:
             "(sqlite, redis)"
         )
     getattr(found, args.action)()
-    status: dict[str, Any] = found.status()
+    status: dict[str, Any] = dict(found.status())
     return status
 
 
