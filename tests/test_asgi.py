@@ -416,13 +416,23 @@ class TestMetricsRoute:
         assert "sage_resilience_circuit_state" in plain.text
         assert "Accept, Accept-Encoding" == plain.headers["vary"]
 
-    def test_openmetrics(self, client: httpx.Client) -> None:
+    @pytest.mark.parametrize(
+        "accept",
+        [
+            "application/openmetrics-text; version=1.0.0",
+            # What a Prometheus 2.x server sends when it scrapes.
+            (
+                "application/openmetrics-text;version=1.0.0,"
+                "application/openmetrics-text;version=0.0.1;q=0.75,"
+                "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+        ],
+        ids=["openmetrics", "prometheus-server"],
+    )
+    def test_openmetrics(self, client: httpx.Client, accept: str) -> None:
         """Accept: application/openmetrics-text gets OpenMetrics."""
         trip("api")
-        response = client.get(
-            "/metrics",
-            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
-        )
+        response = client.get("/metrics", headers={"Accept": accept})
         assert 200 == response.status_code
         kind = response.headers["content-type"]
         assert kind.startswith("application/openmetrics-text; version=1.0.0")
