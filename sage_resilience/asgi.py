@@ -317,7 +317,9 @@ def _exposition(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(exposition(scope, receive, send))
+    # It iterates the headers: a scope may leave them out.
+    request = {**scope, "headers": scope.get("headers") or []}
+    asyncio.run(exposition(request, receive, send))
     start, body = sent
     return start, bytes(body["body"])
 

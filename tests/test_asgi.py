@@ -563,6 +563,18 @@ class TestProtocol:
         assert 200 == sent[0]["status"]
         assert "api" == json.loads(sent[1]["body"])["name"]
 
+    async def test_metrics_without_headers(self, configured: Path) -> None:
+        """A scope without headers gets the plain-text exposition."""
+        sent = await self.drive(
+            {"type": "http", "method": "GET", "path": "/metrics"},
+            {"type": "http.request", "body": b""},
+        )
+        assert 200 == sent[0]["status"]
+        headers = dict(sent[0]["headers"])
+        assert headers[b"content-type"].startswith(b"text/plain")
+        assert b"content-encoding" not in headers
+        assert b"sage_resilience_circuit_state{" in sent[1]["body"]
+
     async def test_websocket_refused(self) -> None:
         """A websocket connection is closed, not accepted."""
         sent = await self.drive(
