@@ -8,8 +8,13 @@ Routes:
   ``degraded``, 503 when ``down``.
 - ``GET /breakers``: :func:`sage_resilience.breaker_status`.
 - ``GET /breakers/{name}``: one status entry (404 for an unknown name).
-- ``GET /metrics``: Prometheus text (needs the ``metrics`` extra; 501
-  without it).
+- ``GET /metrics``: prometheus-client's own exposition of its default
+  registry (``prometheus_client.make_asgi_app``): Prometheus text, or
+  OpenMetrics when the ``Accept`` header asks for it, gzipped when
+  ``Accept-Encoding`` allows. Needs the ``metrics`` extra (501 without
+  it); with it, creating the app registers the sage_resilience collector
+  and the attempt latency observer, so the latency histogram counts every
+  attempt from then on, not only those after the first scrape.
 - ``POST /breakers/{name}/open``, ``.../close``, ``.../reset``: operator
   controls; answer the breaker's new status entry.
 
@@ -38,7 +43,12 @@ from sage_resilience._events import logger
 from sage_resilience.status import breaker_status, health
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import (
+        Awaitable,
+        Callable,
+        Coroutine,
+        MutableMapping,
+    )
 
     from sage_resilience._policy import Policy
 
@@ -57,6 +67,19 @@ _ACTIONS: Final = ("open", "close", "reset")
 _JSON: Final = b"application/json"
 
 
+def _enable_metrics() -> None:
+    """Register the collector and the latency observer, if installed.
+
+    Done when the app is created rather than at the first scrape, so the
+    latency histogram misses no attempt made before that scrape.
+    """
+    try:
+        from sage_resilience.metrics import register_metrics  # noqa: PLC0415
+    except ImportError:
+        return
+    register_metrics()
+
+
 class ResilienceApp:
     """The ASGI 3 application built by :func:`create_app`.
 
@@ -65,6 +88,7 @@ class ResilienceApp:
 
     def __init__(self, *, admin_token: str | None = None) -> None:
         self._admin_token = admin_token
+        _enable_metrics()
 
     def admin_token(self) -> str | None:
         """The token in force: the argument, else the environment."""
@@ -115,7 +139,7 @@ class ResilienceApp:
         if allowed == "POST":
             await self._control(scope, send, parts[1], parts[2])
         else:
-            await _read(send, parts, head=head)
+            await _read(scope, send, parts, head=head)
 
     async def _control(
         self, scope: Scope, send: Send, name: str, action: str
@@ -223,7 +247,9 @@ def _refused(action: str, client: str | None, reason: str) -> None:
     )
 
 
-async def _read(send: Send, parts: list[str], *, head: bool) -> None:
+async def _read(
+    scope: Scope, send: Send, parts: list[str], *, head: bool
+) -> None:
     """Answer a GET (or HEAD) of a known route."""
     match parts:
         case ["health"]:
@@ -239,15 +265,14 @@ async def _read(send: Send, parts: list[str], *, head: bool) -> None:
             else:
                 await _json(send, 200, found.status(), head=head)
         case _:
-            await _metrics(send, head=head)
+            await _metrics(scope, send, head=head)
 
 
-async def _metrics(send: Send, *, head: bool) -> None:
+async def _metrics(scope: Scope, send: Send, *, head: bool) -> None:
     try:
-        from sage_resilience.metrics import (  # noqa: PLC0415
-            CONTENT_TYPE,
-            generate_latest_text,
-        )
+        from prometheus_client import REGISTRY, make_asgi_app  # noqa: PLC0415
+
+        from sage_resilience.metrics import register_metrics  # noqa: PLC0415
     except ImportError:
         await _error(
             send,
@@ -257,10 +282,46 @@ async def _metrics(send: Send, *, head: bool) -> None:
             head=head,
         )
         return
+    # Idempotent; leaves the latency observer as the application set it.
+    register_metrics(REGISTRY, attempt_latency=False)
     # The default registry's process collector reads /proc: not on the
     # event loop.
-    body = await asyncio.to_thread(generate_latest_text)
-    await _respond(send, 200, body, CONTENT_TYPE.encode(), head=head)
+    start, body = await asyncio.to_thread(
+        _exposition, make_asgi_app(REGISTRY), scope
+    )
+    start["headers"] = [
+        *((bytes(key).lower(), value) for key, value in start["headers"]),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"vary", b"Accept, Accept-Encoding"),
+    ]
+    await send(start)
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def _exposition(
+    exposition: Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]],
+    scope: Scope,
+) -> tuple[Message, bytes]:
+    """Run prometheus-client's ASGI app on this request, in this thread.
+
+    It negotiates the format (``Accept``, the ``name[]`` query) and the
+    compression (``Accept-Encoding``); its answer is sent from the
+    server's event loop by the caller.
+    """
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    # It iterates the headers: a scope may leave them out.
+    request = {**scope, "headers": scope.get("headers") or []}
+    asyncio.run(exposition(request, receive, send))
+    start, body = sent
+    return start, bytes(body["body"])
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

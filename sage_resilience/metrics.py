@@ -5,7 +5,10 @@ Nothing is added to the call path: the collector reads each policy's
 status entry when Prometheus scrapes. Only the attempt latency histogram
 needs per-attempt observations; it is fed through the engine's attempt
 observer hook, which costs nothing until :func:`register_metrics` (or
-:func:`enable_attempt_latency`) installs it.
+:func:`enable_attempt_latency`) installs it; from then on every attempt is
+counted, also those made before the first scrape. The ASGI app
+(:mod:`sage_resilience.asgi`) calls :func:`register_metrics` when it is
+created, so its ``/metrics`` counts every attempt from the start.
 
 Without the ASGI app::
 
@@ -21,16 +24,25 @@ Metrics (label ``breaker`` is the policy name):
   current state (``closed``, ``open``, ``half-open``), 0 for the others.
 - ``sage_resilience_circuit_forced{breaker}`` (gauge): 1 while an operator
   holds the circuit open.
+- ``sage_resilience_circuit_critical{breaker}`` (gauge): 1 for a policy
+  with ``critical: true`` (its open circuit takes health ``down``), 0
+  otherwise; alerting rules join on it.
 - ``sage_resilience_calls_total{breaker,outcome}`` (counter): ``success``,
   ``failure`` (counted failures), ``rejected`` (refused by the open
   circuit), ``bulkhead_rejected``.
 - ``sage_resilience_retries_total{breaker}`` (counter).
 - ``sage_resilience_open_seconds_total{breaker}`` (counter): time spent in
   state ``open``.
-- ``sage_resilience_failure_count{breaker}`` (gauge): consecutive counted
-  failures now.
+- ``sage_resilience_consecutive_failures{breaker}`` (gauge): consecutive
+  counted failures now (named ``sage_resilience_failure_count`` before
+  0.2.0: Prometheus reserves ``_count`` for histograms and summaries).
 - ``sage_resilience_attempt_duration_seconds{breaker}`` (histogram): the
-  duration of each attempt that ran.
+  duration of each attempt that ran; every configured breaker has its
+  series (zeros until its first attempt), so ``rate()`` sees the first
+  attempts too.
+
+The names pass ``promtool check metrics``; ``contrib/`` has a Grafana
+dashboard and alerting rules built on them (``docs/monitoring.md``).
 
 .. versionadded:: 0.1.0
 """
@@ -181,22 +193,29 @@ class ResilienceCollector:
 
     def collect(self) -> Iterable[Metric]:
         """The metric families with one sample set per policy."""
-        state, forced, calls, retries, open_s, failing = self._families()
+        families = self._families()
+        state, forced, critical, calls, retries, open_s, failing = families
         for name, entry in breaker_status().items():
             current = entry["state"]
             for value in _STATES:
                 state.add_metric([name, value], 1.0 if current == value else 0)
             forced.add_metric([name], 1.0 if entry.get("forced") else 0.0)
+            critical.add_metric([name], 1.0 if entry.get("critical") else 0.0)
             for outcome, key in _OUTCOMES:
                 calls.add_metric([name, outcome], float(entry.get(key, 0)))
             retries.add_metric([name], float(entry.get("retries", 0)))
             open_s.add_metric([name], float(entry["open_seconds_total"]))
             failing.add_metric([name], float(entry["failure_count"]))
-        yield from (state, forced, calls, retries, open_s, failing)
+            # The breaker's histogram series exists before its first
+            # attempt: a series that appears with a count above zero
+            # hides those first attempts from rate() and increase().
+            _latency.labels(name)
+        yield from families
         yield from _latency.collect()
 
     @staticmethod
     def _families() -> tuple[
+        GaugeMetricFamily,
         GaugeMetricFamily,
         GaugeMetricFamily,
         CounterMetricFamily,
@@ -213,6 +232,11 @@ class ResilienceCollector:
             GaugeMetricFamily(
                 f"{_PREFIX}_circuit_forced",
                 "1 while an operator holds the circuit open.",
+                labels=["breaker"],
+            ),
+            GaugeMetricFamily(
+                f"{_PREFIX}_circuit_critical",
+                "1 for a critical policy (open: health is down), else 0.",
                 labels=["breaker"],
             ),
             CounterMetricFamily(
@@ -232,7 +256,7 @@ class ResilienceCollector:
                 labels=["breaker"],
             ),
             GaugeMetricFamily(
-                f"{_PREFIX}_failure_count",
+                f"{_PREFIX}_consecutive_failures",
                 "Consecutive counted failures now.",
                 labels=["breaker"],
             ),
@@ -291,7 +315,17 @@ def generate_latest_text(registry: CollectorRegistry | None = None) -> bytes:
         The exposition, to be served with :data:`CONTENT_TYPE`.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       Registers (and installs the attempt observer) only when the
+       registry has no sage_resilience collector yet, so a registry set
+       up with ``attempt_latency=False`` keeps the call path free.
     """
     target = REGISTRY if registry is None else registry
-    register_metrics(target)
+    if not _is_registered(target):
+        register_metrics(target)
     return generate_latest(target)
+
+
+def _is_registered(registry: CollectorRegistry) -> bool:
+    with _lock:
+        return registry in _registered

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
+import subprocess
 import sys
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from sage_resilience import (
     CircuitOpenError,
@@ -20,6 +26,7 @@ from sage_resilience import (
 )
 from sage_resilience.asgi import app as env_app
 from sage_resilience.asgi import create_app
+from tests.support import need_binary
 from tests.support.asgi_server import serving as serve_with_uvicorn
 
 if TYPE_CHECKING:
@@ -383,6 +390,122 @@ class TestMetricsRoute:
         }
         assert {"api": 2.0, "db": 0.0} == failures
 
+    def test_head(self, client: httpx.Client) -> None:
+        """HEAD /metrics: the GET's status and headers, no body."""
+        response = client.head("/metrics")
+        assert 200 == response.status_code
+        assert response.headers["content-type"].startswith("text/plain")
+        assert b"" == response.content
+        assert "no-store" == response.headers["cache-control"]
+
+    def test_gzip(self, token_url: str) -> None:
+        """Accept-Encoding: gzip gets a gzipped body; identity gets text."""
+        with httpx.Client(base_url=token_url, trust_env=False) as raw:
+            with raw.stream(
+                "GET", "/metrics", headers={"Accept-Encoding": "gzip"}
+            ) as response:
+                body = b"".join(response.iter_raw())
+            assert "gzip" == response.headers["content-encoding"]
+            assert str(len(body)) == response.headers["content-length"]
+            text = gzip.decompress(body).decode()
+            assert "# TYPE sage_resilience_circuit_state gauge" in text
+            plain = raw.get(
+                "/metrics", headers={"Accept-Encoding": "identity"}
+            )
+        assert "content-encoding" not in plain.headers
+        assert "sage_resilience_circuit_state" in plain.text
+        assert "Accept, Accept-Encoding" == plain.headers["vary"]
+
+    @pytest.mark.parametrize(
+        "accept",
+        [
+            "application/openmetrics-text; version=1.0.0",
+            # What a Prometheus 2.x server sends when it scrapes.
+            (
+                "application/openmetrics-text;version=1.0.0,"
+                "application/openmetrics-text;version=0.0.1;q=0.75,"
+                "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+        ],
+        ids=["openmetrics", "prometheus-server"],
+    )
+    def test_openmetrics(self, client: httpx.Client, accept: str) -> None:
+        """Accept: application/openmetrics-text gets OpenMetrics."""
+        trip("api")
+        response = client.get("/metrics", headers={"Accept": accept})
+        assert 200 == response.status_code
+        kind = response.headers["content-type"]
+        assert kind.startswith("application/openmetrics-text; version=1.0.0")
+        assert response.text.endswith("# EOF\n")
+        families = {
+            f.name: f
+            for f in openmetrics_families(response.text)
+            if f.name.startswith("sage_resilience_")
+        }
+        assert "counter" == families["sage_resilience_calls"].type
+        assert "histogram" == (
+            families["sage_resilience_attempt_duration_seconds"].type
+        )
+        failures = {
+            s.labels["breaker"]: s.value
+            for s in families["sage_resilience_calls"].samples
+            if s.name == "sage_resilience_calls_total"
+            and s.labels["outcome"] == "failure"
+        }
+        assert {"api": 2.0, "db": 0.0} == failures
+
+    def test_name_filter(self, client: httpx.Client) -> None:
+        """?name[]=... restricts the exposition, as prometheus-client does."""
+        response = client.get(
+            "/metrics", params={"name[]": "sage_resilience_circuit_forced"}
+        )
+        names = {f.name for f in text_string_to_metric_families(response.text)}
+        assert {"sage_resilience_circuit_forced"} == names
+
+    def test_passes_promtool(self, client: httpx.Client) -> None:
+        """promtool check metrics finds nothing to say about the scrape."""
+        promtool = need_binary("promtool", "apt-get install prometheus")
+        trip("db")
+        policy("api").call(lambda: None)
+        body = client.get("/metrics").content
+        assert b"sage_resilience_consecutive_failures" in body
+        checked = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=body,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert (0, b"", b"") == (
+            checked.returncode,
+            checked.stdout,
+            checked.stderr,
+        )
+
+    def test_latency_counted_before_the_first_scrape(
+        self, tmp_path: Path
+    ) -> None:
+        """The app counts attempts from its creation, not its first scrape."""
+        # The histogram is process-wide: a name no other test used.
+        name = f"latency-{uuid.uuid4().hex[:12]}"
+        path = tmp_path / "latency.yaml"
+        path.write_text(f"version: 1\npolicies:\n  {name}: {{}}\n")
+        configure(path)
+        fresh = create_app()
+        for _ in range(3):
+            policy(name).call(lambda: None)
+        with serving(fresh) as url, httpx.Client(trust_env=False) as c:
+            text = c.get(f"{url}/metrics").text
+        family = "sage_resilience_attempt_duration_seconds"
+        counts = {
+            s.labels["breaker"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == family
+            for s in f.samples
+            if s.name == f"{family}_count"
+        }
+        assert 3.0 == counts[name]
+
     def test_501_without_prometheus_client(
         self, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -439,6 +562,18 @@ class TestProtocol:
         )
         assert 200 == sent[0]["status"]
         assert "api" == json.loads(sent[1]["body"])["name"]
+
+    async def test_metrics_without_headers(self, configured: Path) -> None:
+        """A scope without headers gets the plain-text exposition."""
+        sent = await self.drive(
+            {"type": "http", "method": "GET", "path": "/metrics"},
+            {"type": "http.request", "body": b""},
+        )
+        assert 200 == sent[0]["status"]
+        headers = dict(sent[0]["headers"])
+        assert headers[b"content-type"].startswith(b"text/plain")
+        assert b"content-encoding" not in headers
+        assert b"sage_resilience_circuit_state{" in sent[1]["body"]
 
     async def test_websocket_refused(self) -> None:
         """A websocket connection is closed, not accepted."""

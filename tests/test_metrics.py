@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -76,6 +77,18 @@ def boom() -> None:
     raise ZeroDivisionError("boom")
 
 
+def fresh_policy(tmp_path: Path) -> str:
+    """Configure one policy whose name no other test used.
+
+    The latency histogram is process-wide: a fresh name starts at zero.
+    """
+    name = f"latency-{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "latency.yaml"
+    path.write_text(f"version: 1\npolicies:\n  {name}: {{}}\n")
+    configure(path)
+    return name
+
+
 @pytest.mark.usefixtures("configured")
 class TestCollector:
     def test_families(self, registry: CollectorRegistry) -> None:
@@ -84,10 +97,11 @@ class TestCollector:
         assert {
             "sage_resilience_circuit_state",
             "sage_resilience_circuit_forced",
+            "sage_resilience_circuit_critical",
             "sage_resilience_calls",
             "sage_resilience_retries",
             "sage_resilience_open_seconds",
-            "sage_resilience_failure_count",
+            "sage_resilience_consecutive_failures",
             "sage_resilience_attempt_duration_seconds",
         } <= set(found)
 
@@ -105,6 +119,11 @@ class TestCollector:
         } == states
         forced = values(scrape(registry), "sage_resilience_circuit_forced")
         assert {("api",): 0.0, ("db",): 1.0} == forced
+
+    def test_critical_gauge(self, registry: CollectorRegistry) -> None:
+        """1 for a policy with critical: true, 0 for the others."""
+        critical = values(scrape(registry), "sage_resilience_circuit_critical")
+        assert {("api",): 0.0, ("db",): 1.0} == critical
 
     def test_calls_by_outcome(self, registry: CollectorRegistry) -> None:
         """success, failure, rejected and bulkhead_rejected counters."""
@@ -151,7 +170,7 @@ class TestCollector:
             found, "sage_resilience_retries", "sage_resilience_retries_total"
         )
         assert {("api",): 1.0, ("db",): 0.0} == retries
-        failing = values(found, "sage_resilience_failure_count")
+        failing = values(found, "sage_resilience_consecutive_failures")
         assert {("api",): 2.0, ("db",): 0.0} == failing
 
     def test_open_seconds_grow_while_open(
@@ -245,3 +264,145 @@ class TestAttemptLatency:
         finally:
             metrics.enable_attempt_latency(False)
         assert 2.0 == after["db",] - before.get(("db",), 0.0)
+
+    def test_complete_before_the_first_scrape(self, tmp_path: Path) -> None:
+        """Registered, then called, then scraped: every attempt counted."""
+        name = fresh_policy(tmp_path)
+        fresh = CollectorRegistry()
+        metrics.register_metrics(fresh)
+        for _ in range(3):
+            policy(name).call(lambda: None)
+        with pytest.raises(ZeroDivisionError):
+            policy(name).call(boom)
+        family = "sage_resilience_attempt_duration_seconds"
+        counts = values(scrape(fresh), family, f"{family}_count")
+        assert 4.0 == counts[name,]
+
+    def test_a_series_before_the_first_attempt(
+        self, registry: CollectorRegistry, tmp_path: Path
+    ) -> None:
+        """Each breaker's histogram is there, at zero, before any attempt.
+
+        A series that first appears with a count above zero hides those
+        attempts from rate() and increase().
+        """
+        name = fresh_policy(tmp_path)
+        family = "sage_resilience_attempt_duration_seconds"
+        found = scrape(registry)
+        assert 0.0 == values(found, family, f"{family}_count")[name,]
+        buckets = {
+            le: v
+            for (breaker, le), v in values(
+                found, family, f"{family}_bucket"
+            ).items()
+            if breaker == name
+        }
+        assert len(metrics.LATENCY_BUCKETS) + 1 == len(buckets)
+        assert {0.0} == set(buckets.values())
+
+    @pytest.mark.usefixtures("configured")
+    def test_scraping_leaves_latency_off(self) -> None:
+        """attempt_latency=False holds: a scrape does not turn it on."""
+        fresh = CollectorRegistry()
+        metrics.register_metrics(fresh, attempt_latency=False)
+        family = "sage_resilience_attempt_duration_seconds"
+        before = values(scrape(fresh), family, f"{family}_count")
+        policy("db").call(lambda: None)
+        after = values(scrape(fresh), family, f"{family}_count")
+        assert before["db",] == after["db",]
+
+
+#: Every family of the collector: (type, label names of its samples).
+FAMILIES = {
+    "sage_resilience_circuit_state": ("gauge", {"breaker", "state"}),
+    "sage_resilience_circuit_forced": ("gauge", {"breaker"}),
+    "sage_resilience_circuit_critical": ("gauge", {"breaker"}),
+    "sage_resilience_calls": ("counter", {"breaker", "outcome"}),
+    "sage_resilience_retries": ("counter", {"breaker"}),
+    "sage_resilience_open_seconds": ("counter", {"breaker"}),
+    "sage_resilience_consecutive_failures": ("gauge", {"breaker"}),
+    "sage_resilience_attempt_duration_seconds": (
+        "histogram",
+        {"breaker", "le"},
+    ),
+}
+
+
+@pytest.mark.usefixtures("configured")
+class TestExposition:
+    """The exposition as a Prometheus server parses it."""
+
+    def exposition(self, registry: CollectorRegistry) -> str:
+        policy("db").call(lambda: None)
+        for _ in range(2):
+            with pytest.raises(ZeroDivisionError):
+                policy("db").call(boom)
+        with pytest.raises(CircuitOpenError):
+            policy("db").call(lambda: None)
+        # The histogram is process-wide: its values are checked on a
+        # breaker name no other test observes.
+        self.observed = f"observed-{uuid.uuid4().hex[:12]}"
+        metrics.observe_attempt(self.observed, 0.004)
+        return metrics.generate_latest_text(registry).decode()
+
+    def test_families_types_labels(self, registry: CollectorRegistry) -> None:
+        """Each family has its type and labels, one series set per breaker."""
+        parsed = {
+            family.name: family
+            for family in text_string_to_metric_families(
+                self.exposition(registry)
+            )
+            if family.name.startswith("sage_resilience_")
+        }
+        assert set(FAMILIES) <= set(parsed)
+        for name, (kind, labels) in FAMILIES.items():
+            family = parsed[name]
+            assert kind == family.type, name
+            for sample in family.samples:
+                if sample.name.endswith(("_count", "_sum", "_created")):
+                    assert {"breaker"} == set(sample.labels), sample
+                else:
+                    assert labels == set(sample.labels), sample
+            assert {"api", "db"} <= {
+                s.labels["breaker"] for s in family.samples
+            }, name
+
+    def test_values(self, registry: CollectorRegistry) -> None:
+        """The values are the status entry's, as numbers."""
+        found = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(
+                self.exposition(registry)
+            )
+            for sample in family.samples
+        }
+
+        def value(name: str, **labels: str) -> float:
+            return found[name, tuple(sorted(labels.items()))]
+
+        assert 1.0 == value(
+            "sage_resilience_circuit_state", breaker="db", state="open"
+        )
+        assert 0.0 == value(
+            "sage_resilience_circuit_state", breaker="db", state="closed"
+        )
+        calls = "sage_resilience_calls_total"
+        assert 1.0 == value(calls, breaker="db", outcome="success")
+        assert 2.0 == value(calls, breaker="db", outcome="failure")
+        assert 1.0 == value(calls, breaker="db", outcome="rejected")
+        assert 0.0 == value(calls, breaker="api", outcome="success")
+        assert 2.0 == value(
+            "sage_resilience_consecutive_failures", breaker="db"
+        )
+        assert 1.0 == value("sage_resilience_circuit_critical", breaker="db")
+        family = "sage_resilience_attempt_duration_seconds"
+        name = self.observed
+        assert 0.0 == value(f"{family}_bucket", breaker=name, le="0.0025")
+        assert 1.0 == value(f"{family}_bucket", breaker=name, le="0.005")
+        assert 1.0 == value(f"{family}_bucket", breaker=name, le="+Inf")
+        assert 1.0 == value(f"{family}_count", breaker=name)
+        assert 0.004 == pytest.approx(value(f"{family}_sum", breaker=name))
+
+    def test_old_name_is_gone(self, registry: CollectorRegistry) -> None:
+        """The gauge renamed for promtool is not exposed under its old name."""
+        assert "sage_resilience_failure_count" not in self.exposition(registry)
