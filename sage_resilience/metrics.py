@@ -62,12 +62,12 @@ try:
         generate_latest,
     )
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-except ImportError as exc:  # exercised in tests/test_extras.py
-    msg = (
+except ImportError as _missing:  # exercised in tests/test_extras.py
+    _msg = (
         "sage_resilience.metrics needs the prometheus-client package, which "
         "is not installed: pip install 'sage-resilience[metrics]'"
     )
-    raise ImportError(msg) from exc
+    raise ImportError(_msg) from _missing
 
 from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience.status import breaker_status

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from opentelemetry import metrics, trace
-except ImportError as exc:  # exercised in tests/test_extras.py
-    msg = (
+except ImportError as _missing:  # exercised in tests/test_extras.py
+    _msg = (
         "sage_resilience.otel needs the opentelemetry-api package, which is "
         "not installed: pip install 'sage-resilience[otel]'"
     )
-    raise ImportError(msg) from exc
+    raise ImportError(_msg) from _missing
 
 from sage_resilience import _registry
 from sage_resilience._hooks import add_hook, remove_hook
