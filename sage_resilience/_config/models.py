@@ -26,9 +26,11 @@ A new top-level section of the file also needs ``_TOP_KEYS`` (and, for
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -45,11 +47,10 @@ from sage_resilience._config.errors import _first, _problem, _validate
 from sage_resilience._config.layers import Declaration, _merge
 from sage_resilience._config.wording import _number_kind, _show
 from sage_resilience._exception_names import lookup_exception
+from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    from sage_resilience.exceptions import ConfigError
 
 #: Upper bounds that keep every number usable by timers, sleeps and
 #: counters (30 days of seconds; a million calls; a thousand attempts).
@@ -382,6 +383,24 @@ class PolicyConfig(_Model):
         return False
 
 
+#: What a storage backend needs beyond the core install: the module it
+#: imports and the extra that installs it (``pip install
+#: 'sage-resilience[redis]'``).
+BACKEND_EXTRAS: Final[dict[str, tuple[str, str]]] = {
+    "redis": ("redis", "redis"),
+}
+
+
+def _installed(module: str) -> bool:
+    """Whether *module* can be imported (never importing it)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class StorageConfig(_Model):
     """Where circuit state lives."""
 
@@ -419,6 +438,24 @@ class StorageConfig(_Model):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+    def missing_extra(self) -> str | None:
+        """Why the backend cannot run here (its extra is missing), if so.
+
+        Returns:
+            The problem, naming the ``pip install`` that fixes it; None
+            when the backend's library is installed (or it needs none).
+
+        .. versionadded:: 0.1.0
+        """
+        needed = BACKEND_EXTRAS.get(self.backend)
+        if needed is None or _installed(needed[0]):
+            return None
+        module, extra = needed
+        return (
+            f"the {self.backend} backend needs the {module!r} package, "
+            f"which is not installed: pip install 'sage-resilience[{extra}]'"
+        )
 
 
 def _sqlite_path_problem(path: str) -> str | None:
@@ -493,6 +530,10 @@ class _Source(Protocol):
         """The configuration resolved again, *declared* included."""
         ...
 
+    def storage_error(self, problem: str) -> ConfigError:
+        """*problem* about ``storage.backend``, where it was written."""
+        ...
+
 
 class ResilienceConfig(_Model):
     """A whole, resolved configuration for one platform."""
@@ -523,6 +564,23 @@ class ResilienceConfig(_Model):
             for name, found in source.pending.items()
             if name not in self.policies
         }
+
+    def require_extras(self) -> None:
+        """Check that the storage backend's library is installed.
+
+        Raises:
+            ConfigError: It is not; the message names ``storage.backend``
+                (file and line where it was written) and the ``pip
+                install`` of the extra.
+
+        .. versionadded:: 0.1.0
+        """
+        problem = self.storage.missing_extra()
+        if problem is None:
+            return
+        if self._source is not None:
+            raise self._source.storage_error(problem)
+        raise ConfigError(problem, path=self.path, key="storage.backend")
 
     def with_declarations(
         self, declared: Mapping[str, Sequence[Declaration]]
