@@ -177,6 +177,35 @@ class TestEveryProblem:
             ),
         ] == [str(p) for p in error.problems]
 
+    def test_a_platform_problem_is_listed_once(self, tmp_path):
+        """Found on darwin only, it is listed once, saying so."""
+        path = write(
+            tmp_path,
+            """\
+            version: 1
+            policies:
+              db: {timeout: 0}
+              api:
+                recovery_backoff: {max: 100}
+            platforms:
+              darwin:
+                policies:
+                  api: {recovery_timeout: 200}
+            """,
+        )
+
+        [(_, error)] = validate_files([path])
+
+        assert error is not None
+        assert [
+            f"{path}:3: policies.db.timeout: must be > 0 (got 0)",
+            (
+                f"{path}:5: policies.api.recovery_backoff.max: must be >= "
+                "recovery_timeout (200) (got 100) (with the 'darwin' "
+                "platform overrides)"
+            ),
+        ] == [str(p) for p in error.problems]
+
     def test_config_validate_prints_one_per_line(self, tmp_path, capsys):
         """config validate: every problem on its own stderr line, exit 1."""
         path = write(tmp_path, FOUR)

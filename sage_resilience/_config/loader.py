@@ -299,8 +299,12 @@ def _platform_problems(
     try:
         _resolve(doc, platform, env).require_extras()
     except ConfigError as exc:
-        return exc.problems
-    return []
+        problems = exc.problems
+    else:
+        return []
+    for problem in problems:
+        problem.problems = [problem]  # each stands alone until gathered
+    return problems
 
 
 def _on_platforms(

@@ -97,7 +97,9 @@ def show_command(args: argparse.Namespace) -> int:
     from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
 
     try:
-        config = load_config(args.config or _found(), platform=args.platform)
+        if args.config is None:
+            _found()
+        config = load_config(args.config, platform=args.platform)
     except ConfigError as exc:
         error(_PROG, str(exc))
         return 1

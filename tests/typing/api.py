@@ -37,8 +37,10 @@ from sage_resilience.openai import openai_client, sync_openai_client
 config: ResilienceConfig = load_config(platform="windows")
 resolved: PolicyConfig = config.policies["database_connection"]
 timeout: float | None = resolved.timeout
+configure({"version": 1, "policies": {"api": {"timeout": 5}}})
 configure(config)
 configure("config/resilience.yaml", platform="darwin")
+standalone: Policy = Policy("payments", PolicyConfig(timeout=5))
 
 api: Policy = policy("siliconflow_api")
 breaker: pybreaker.CircuitBreaker = api.breaker
@@ -71,7 +73,9 @@ except CircuitOpenError as exc:
     found: Diagnosis = diagnose(exc, policy=api)
     code: str = found.cause
     as_pybreaker: pybreaker.CircuitBreakerError = exc
-except (ConfigError, UnknownPolicyError):
+except ConfigError as exc:
+    problems: list[ConfigError] = exc.problems
+except UnknownPolicyError:
     pass
 
 status: dict[str, dict[str, object]] = breaker_status()
