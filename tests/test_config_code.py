@@ -79,6 +79,18 @@ class TestConfigureAMapping:
             str(error)
         )
 
+    def test_a_missing_version_names_the_caller_line(self):
+        """Even a problem a file gives no line gets the caller's."""
+        with pytest.raises(ConfigError) as info:
+            configure({"policies": {}})  # <- configure-no-version
+
+        line = line_of("# <- configure-no-version")
+        assert (HERE, line, "version") == (
+            info.value.path,
+            info.value.line,
+            info.value.key,
+        )
+
     def test_without_a_caller_it_is_named_mapping(self):
         """load_config_mapping names it <mapping> where a file would be."""
         with pytest.raises(ConfigError) as info:

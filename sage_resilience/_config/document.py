@@ -222,6 +222,12 @@ def _read_mapping(
     doc = _document_of(plain, lines, problems, source)
     if line is not None:
         doc.label = f"{source}:{line}"
+        doc.errors = [
+            ConfigError(e.problem, path=e.path, line=line, key=e.key)
+            if e.line is None
+            else e
+            for e in doc.errors
+        ]
     return doc
 
 
