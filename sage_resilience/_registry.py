@@ -9,11 +9,18 @@ breaker (and so their circuit state).
 from __future__ import annotations
 
 import os
+import sys
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sage_resilience._attempt import Settings
-from sage_resilience._config import Declaration, ResilienceConfig
+from sage_resilience._config import (
+    MAPPING_SOURCE,
+    Declaration,
+    ResilienceConfig,
+)
 from sage_resilience._events import logger
 from sage_resilience._policy import Policy, RetryHooks
 from sage_resilience.exceptions import ConfigError, UnknownPolicyError
@@ -104,7 +111,11 @@ def _hooks_of(name: str) -> RetryHooks | None:
 
 
 def configure(
-    config: ResilienceConfig | str | os.PathLike[str] | None = None,
+    config: ResilienceConfig
+    | Mapping[str, Any]
+    | str
+    | os.PathLike[str]
+    | None = None,
     *,
     platform: str | None = None,
 ) -> ResilienceConfig:
@@ -116,37 +127,43 @@ def configure(
     configuration raises and the one in force stays, untouched.
 
     Args:
-        config: A :class:`ResilienceConfig`, a path to a YAML file, or None
-            for ``SAGE_RESILIENCE_CONFIG`` / the shipped default.
-        platform: Overrides the detected platform when loading a file.
+        config: A :class:`ResilienceConfig`; a mapping in the YAML's shape
+            (``{"version": 1, "policies": {...}}``, validated exactly as a
+            file, messages naming the caller's file:line); a path to a
+            YAML file; or None for ``SAGE_RESILIENCE_CONFIG``, else
+            ``./resilience.yaml``, else the shipped default.
+        platform: Overrides the detected platform when loading a file or
+            a mapping.
 
     Returns:
         The configuration now in force.
 
     Raises:
-        ConfigError: The configuration is invalid (nothing was changed).
+        ConfigError: The configuration is invalid, every problem in its
+            ``problems``, or the storage backend's extra is not installed
+            (nothing was changed).
 
     .. versionadded:: 0.1.0
     """
     with _lock:
-        source: str | None = None
+        source = (
+            os.fspath(config)
+            if isinstance(config, str | os.PathLike)
+            else None
+        )
         try:
-            if isinstance(config, ResilienceConfig):
-                resolved = config
-            else:
-                source = None if config is None else os.fspath(config)
-                from sage_resilience._config import (  # noqa: PLC0415
-                    load_config,
-                )
-
-                resolved = load_config(config, platform=platform)
+            resolved = _load(config, platform)
+            source = source or resolved.path
+            resolved.require_extras()
             resolved = resolved.with_declarations(_declarations())
             staged = _stage(resolved)
         except ConfigError as exc:
             if _config is not None:
                 logger.error(
                     "config_reload_failed",
-                    path=source or (_config.path if _config else None),
+                    path=source
+                    or (exc.path if isinstance(config, Mapping) else None)
+                    or _config.path,
                     error=str(exc),
                 )
             raise
@@ -165,6 +182,41 @@ def configure(
                 variables=sorted(v for vs in pending.values() for v in vs),
             )
         return resolved
+
+
+def _load(
+    config: ResilienceConfig
+    | Mapping[str, Any]
+    | str
+    | os.PathLike[str]
+    | None,
+    platform: str | None,
+) -> ResilienceConfig:
+    """*config* resolved: as it is, from a mapping, or from a file."""
+    from sage_resilience._config import (  # noqa: PLC0415
+        load_config,
+        load_config_mapping,
+    )
+
+    if isinstance(config, ResilienceConfig):
+        return config
+    if isinstance(config, Mapping):
+        path, line = _caller()
+        return load_config_mapping(
+            config, source=path, line=line, platform=platform
+        )
+    return load_config(config, platform=platform)
+
+
+def _caller() -> tuple[str, int | None]:
+    """``(file, line)`` of the first frame outside this package."""
+    package = str(Path(__file__).parent) + os.sep
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # pragma: no cover - called from the package itself
+        return MAPPING_SOURCE, None
+    return frame.f_code.co_filename, frame.f_lineno
 
 
 def _install(

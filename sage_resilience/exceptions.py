@@ -250,10 +250,14 @@ class ConfigError(ValueError):
         must be >= 1 (got 0)
 
     Attributes:
-        path: The file (or ``"<env>"``, ``"<string>"``), or None.
+        path: The file (or ``"<env>"``, ``"<string>"``, ``"<mapping>"``),
+            or None.
         line: The 1-based line, or None.
         key: The dotted key, or None.
         problem: What is wrong, without the location.
+        problems: Every problem found, in file order, each a
+            ``ConfigError`` of its own (path, line, key); this one, the
+            first, is ``problems[0]``. The message is the first's.
 
     .. versionadded:: 0.1.0
     """
@@ -270,6 +274,7 @@ class ConfigError(ValueError):
         self.line = line
         self.key = key
         self.problem = problem
+        self.problems: list[ConfigError] = [self]
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -285,14 +290,20 @@ class ConfigError(ValueError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_config_error,
-            (self.problem, self.path, self.line, self.key),
+            (self.problem, self.path, self.line, self.key, self.problems[1:]),
         )
 
 
 def _rebuild_config_error(
-    problem: str, path: str | None, line: int | None, key: str | None
+    problem: str,
+    path: str | None,
+    line: int | None,
+    key: str | None,
+    others: list[ConfigError] | None = None,
 ) -> ConfigError:
-    return ConfigError(problem, path=path, line=line, key=key)
+    error = ConfigError(problem, path=path, line=line, key=key)
+    error.problems.extend(others or ())
+    return error
 
 
 class UnknownPolicyError(KeyError):

@@ -39,7 +39,10 @@ class TestConfigCommands:
         assert 0 == main(["config", "show", "--format", "json"])
         out, err = capsys.readouterr()
         assert "database_retry" not in json.loads(out)["policies"]
+        from sage_resilience._config import default_config_path  # noqa: PLC0415
+
         assert (
+            f"note: using {default_config_path()} (the shipped default)\n"
             "note: SAGE_RESILIENCE__DATABASE_RETRY__TIMEOUT set(s) policy "
             "'database_retry', which no file declares: it applies when "
             "code declares that policy\n"

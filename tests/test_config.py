@@ -1340,6 +1340,7 @@ class TestSchema:
             "defaults",
             "policies",
             "platforms",
+            "$schema",
         } == set(schema["properties"])
         json.dumps(schema)  # serialisable
 

@@ -15,9 +15,12 @@ Merge order, later wins (mappings merge key by key, lists are replaced)::
 
 Every problem becomes one :class:`~sage_resilience.exceptions.ConfigError`
 naming the file, the line and the dotted key where the bad value was
-written. Loading is all or nothing: the first problem in file order is
-raised (environment problems come after the file's) and no half-applied
-configuration is ever returned.
+written. Loading is all or nothing: every problem is found, and one error
+is raised carrying them all (``problems``, in file order, environment
+problems after the file's), its message the first's; no half-applied
+configuration is ever returned. A mapping in the YAML's shape
+(``configure({...})``) is read like a file, named ``<mapping>`` or by its
+caller's file:line.
 
 The work is split by step, each module importing only those above it:
 
@@ -27,11 +30,13 @@ The work is split by step, each module importing only those above it:
 * :mod:`.models`: the pydantic models and their defaults (a new key goes
   here).
 * :mod:`.safe_yaml`: YAML parsed with line numbers, within size limits.
+* :mod:`.mapping`: a mapping given in code copied as a parsed file.
 * :mod:`.platforms`: platform names, aliases, the running system.
 * :mod:`.document`: the parsed file read into its sections (layers).
 * :mod:`.env`: ``SAGE_RESILIENCE__<POLICY>__<KEY>`` overrides as a layer.
 * :mod:`.resolve`: a document's layers merged and validated, per policy.
-* :mod:`.loader`: files read safely; :func:`load_config` and friends.
+* :mod:`.loader`: files read safely, the file found when none is named;
+  :func:`load_config` and friends; every platform checked.
 * :mod:`.schema`: the JSON Schema and the dump of a configuration.
 """
 
@@ -41,13 +46,18 @@ from sage_resilience._config.env import ENV_PREFIX
 from sage_resilience._config.layers import Declaration
 from sage_resilience._config.loader import (
     CONFIG_ENV,
+    LOCAL_CONFIG,
     default_config_path,
+    find_config,
     load_config,
+    load_config_mapping,
     load_config_text,
     self_tripping,
     validate_files,
 )
+from sage_resilience._config.mapping import MAPPING_SOURCE
 from sage_resilience._config.models import (
+    BACKEND_EXTRAS,
     BackoffConfig,
     ChaosConfig,
     PolicyConfig,
@@ -64,14 +74,23 @@ from sage_resilience._config.platforms import (
     normalize_platform,
 )
 from sage_resilience._config.safe_yaml import MAX_CONFIG_BYTES
-from sage_resilience._config.schema import config_schema, dump_config
+from sage_resilience._config.schema import (
+    SCHEMA_URL,
+    config_schema,
+    dump_config,
+    schema_text,
+)
 
 __all__ = [
+    "BACKEND_EXTRAS",
     "CONFIG_ENV",
     "ENV_PREFIX",
+    "LOCAL_CONFIG",
+    "MAPPING_SOURCE",
     "MAX_CONFIG_BYTES",
     "PLATFORMS",
     "PLATFORM_ENV",
+    "SCHEMA_URL",
     "BackoffConfig",
     "ChaosConfig",
     "Declaration",
@@ -85,9 +104,12 @@ __all__ = [
     "default_config_path",
     "detect_platform",
     "dump_config",
+    "find_config",
     "load_config",
+    "load_config_mapping",
     "load_config_text",
     "normalize_platform",
+    "schema_text",
     "self_tripping",
     "validate_files",
 ]

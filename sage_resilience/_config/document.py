@@ -1,6 +1,7 @@
 """The file's structure: the parsed YAML read into its sections.
 
-:func:`_read_document` turns the text into a :class:`_Document`: the
+:func:`_read_document` turns the text (:func:`_read_mapping` a mapping of
+the same shape) into a :class:`_Document`: the
 ``storage:``, ``defaults:``, ``policies:`` and ``platforms:`` layers, each
 with the origin of every value, and the structural problems found (unknown
 or duplicate keys, a missing ``version``). The layers are validated and
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sage_resilience._config.layers import _Layer, _Origin
+from sage_resilience._config.mapping import _plain_mapping
 from sage_resilience._config.models import PolicyConfig, StorageConfig
 from sage_resilience._config.platforms import normalize_platform
 from sage_resilience._config.safe_yaml import (
@@ -28,7 +30,15 @@ if TYPE_CHECKING:
 
     from sage_resilience._config.models import _Model
 
-_TOP_KEYS = ("version", "storage", "defaults", "policies", "platforms")
+#: ``$schema`` is what editors write to find the JSON Schema: ignored.
+_TOP_KEYS = (
+    "version",
+    "storage",
+    "defaults",
+    "policies",
+    "platforms",
+    "$schema",
+)
 _PLATFORM_KEYS = ("defaults", "policies", "storage")
 
 
@@ -42,7 +52,8 @@ class _Platform:
 
 @dataclass(slots=True)
 class _Document:
-    source: str
+    source: str  # how messages name the file (or the mapping's caller)
+    label: str | None = None  # the configuration's path, if not source
     storage: _Layer | None = None
     defaults: _Layer | None = None
     policies: dict[str, _Layer] = field(default_factory=dict)
@@ -200,6 +211,32 @@ def _read_document(text: str, source: str) -> _Document:
             path=source,
             line=lines.get(()),
         )
+    return _document_of(data, lines, problems, source)
+
+
+def _read_mapping(
+    data: object, source: str, line: int | None = None
+) -> _Document:
+    """A mapping in the YAML's shape read as a file; *line* for every key."""
+    plain, lines, problems = _plain_mapping(data, source, line)
+    doc = _document_of(plain, lines, problems, source)
+    if line is not None:
+        doc.label = f"{source}:{line}"
+        doc.errors = [
+            ConfigError(e.problem, path=e.path, line=line, key=e.key)
+            if e.line is None
+            else e
+            for e in doc.errors
+        ]
+    return doc
+
+
+def _document_of(
+    data: dict[str, Any],
+    lines: dict[_Path, int],
+    problems: list[ConfigError],
+    source: str,
+) -> _Document:
     reader = _Reader(source, lines)
     doc = reader.document(data)
     doc.errors[:0] = problems

@@ -3,8 +3,9 @@
 The models raise their own problems with :func:`_problem` (final wording);
 :func:`_validate` validates one layer and turns every pydantic error into a
 ``ConfigError`` at the file, line and dotted key where the value was
-written (:func:`_translate`). :func:`_first` picks the one raised: file
-problems in file order, then environment problems.
+written (:func:`_translate`). :func:`_first` gathers them into the one
+raised: every problem once, file problems in file order, then environment
+problems; the first is raised and carries them all (``problems``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sage_resilience._config.wording import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from sage_resilience._config.layers import _Layer, _Origin
     from sage_resilience.exceptions import ConfigError
@@ -114,9 +115,31 @@ def _validate(
     return None
 
 
-def _first(errors: list[ConfigError]) -> ConfigError:
-    # File problems in file order, then environment problems.
-    return min(
-        enumerate(errors),
+def _identity(error: ConfigError) -> tuple[object, ...]:
+    return (error.path, error.line, error.key, error.problem)
+
+
+def _in_order(errors: Iterable[ConfigError]) -> list[ConfigError]:
+    """*errors* in file order (environment last), each problem once.
+
+    A value is validated in its layer and again in every merge it reaches
+    (a ``defaults:`` value in every policy): the same problem is reported
+    once.
+    """
+    flat = [problem for error in errors for problem in error.problems]
+    ordered = sorted(
+        enumerate(flat),
         key=lambda item: (item[1].path == "<env>", item[1].line or 0, item[0]),
-    )[1]
+    )
+    unique: dict[tuple[object, ...], ConfigError] = {}
+    for _, problem in ordered:
+        unique.setdefault(_identity(problem), problem)
+    return list(unique.values())
+
+
+def _first(errors: Iterable[ConfigError]) -> ConfigError:
+    """The error to raise: the first problem, carrying every problem."""
+    problems = _in_order(errors)
+    first = problems[0]
+    first.problems = problems
+    return first

@@ -1,10 +1,12 @@
 """Loading: the file read safely, resolved for a platform; file checks.
 
 :func:`load_config` reads a regular UTF-8 file of at most 1 MB (never a
-FIFO or a device), :func:`load_config_text` reads text; both resolve it
+FIFO or a device), :func:`load_config_text` reads text and
+:func:`load_config_mapping` a mapping of the same shape; each resolves it
 for one platform (explicit, ``SAGE_RESILIENCE_PLATFORM`` or the running
-system) and the environment. :func:`validate_files` checks files for every
-platform they mention.
+system) and the environment. :func:`find_config` says which file is read
+when none is named. :func:`validate_files` checks files for every platform
+they mention.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import importlib.resources
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sage_resilience._config.document import _read_document
+from sage_resilience._config.document import _read_document, _read_mapping
+from sage_resilience._config.errors import _first, _identity
+from sage_resilience._config.mapping import MAPPING_SOURCE
 from sage_resilience._config.platforms import (
     PLATFORM_ENV,
     PLATFORMS,
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Environment variable naming the configuration file.
 CONFIG_ENV = "SAGE_RESILIENCE_CONFIG"
+#: The file looked for in the current directory when none is named.
+LOCAL_CONFIG = "resilience.yaml"
 
 
 def _choose_platform(
@@ -147,6 +153,30 @@ def default_config_path() -> Path:
     return root / "config" / "resilience.yaml"
 
 
+def find_config(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """The file :func:`load_config` reads when given no path, and why.
+
+    In order: the file named by env ``SAGE_RESILIENCE_CONFIG``, else
+    ``resilience.yaml`` in the current directory, else the shipped
+    default (:func:`default_config_path`).
+
+    Returns:
+        ``(path, why)``, *why* being ``"named by SAGE_RESILIENCE_CONFIG"``,
+        ``"in the current directory"`` or ``"the shipped default"``.
+
+    .. versionadded:: 0.1.0
+    """
+    env = os.environ if environ is None else environ
+    named = env.get(CONFIG_ENV)
+    if named:
+        return named, f"named by {CONFIG_ENV}"
+    if os.path.lexists(LOCAL_CONFIG):
+        return LOCAL_CONFIG, "in the current directory"
+    return str(default_config_path()), "the shipped default"
+
+
 def load_config_text(
     text: str,
     *,
@@ -168,12 +198,46 @@ def load_config_text(
         The resolved configuration.
 
     Raises:
-        ConfigError: The first problem in file order; nothing is applied.
+        ConfigError: Every problem (``problems``), the first in file order
+            as the message; nothing is applied.
 
     .. versionadded:: 0.1.0
     """
     env = os.environ if environ is None else environ
     doc = _read_document(text, source)
+    return _resolve(doc, _choose_platform(doc, platform, env), env)
+
+
+def load_config_mapping(
+    data: Mapping[str, Any],
+    *,
+    source: str = MAPPING_SOURCE,
+    line: int | None = None,
+    platform: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ResilienceConfig:
+    """Load a configuration from a mapping in the YAML's shape.
+
+    Validated exactly as a file (``version: 1`` included); ``platforms:``
+    and the environment apply on top.
+
+    Args:
+        data: ``{"version": 1, "policies": {...}, ...}``; copied.
+        source: How messages name it where a file would be named.
+        line: The line messages give (the caller's), if any.
+        platform: As for :func:`load_config_text`.
+        environ: As for :func:`load_config_text`.
+
+    Returns:
+        The resolved configuration; its ``path`` is ``source:line``.
+
+    Raises:
+        ConfigError: Every problem (``problems``); nothing is applied.
+
+    .. versionadded:: 0.1.0
+    """
+    env = os.environ if environ is None else environ
+    doc = _read_mapping(data, source, line)
     return _resolve(doc, _choose_platform(doc, platform, env), env)
 
 
@@ -186,8 +250,9 @@ def load_config(
     """Load, merge and validate a configuration file.
 
     Args:
-        path: The YAML file; default: env ``SAGE_RESILIENCE_CONFIG``, else
-            :func:`default_config_path`. Messages name it as given.
+        path: The YAML file; default: :func:`find_config` (env
+            ``SAGE_RESILIENCE_CONFIG``, else ``./resilience.yaml``, else
+            the shipped default). Messages name it as given.
         platform: Whose ``platforms:`` overrides apply; default: env
             ``SAGE_RESILIENCE_PLATFORM``, else the running system
             (``linux``, ``darwin``, ``windows``). ``macos``/``osx`` and
@@ -199,30 +264,78 @@ def load_config(
     Returns:
         The resolved configuration: ``.platform`` (canonical name),
         ``.policies`` (name -> fully resolved :class:`PolicyConfig`),
-        ``.storage`` and ``.path``.
+        ``.storage`` and ``.path`` (the file read).
 
     Raises:
-        ConfigError: The file cannot be read, or the first problem in file
-            order (``file:line: dotted.key: problem``); environment
-            problems name the variable.
+        ConfigError: The file cannot be read, or is invalid: every problem
+            is in ``problems``, the first in file order is the message
+            (``file:line: dotted.key: problem``); environment problems
+            name the variable.
 
     .. versionadded:: 0.1.0
     """
     env = os.environ if environ is None else environ
-    from_env = path is None and bool(env.get(CONFIG_ENV))
+    why = None
     if path is None:
-        path = env.get(CONFIG_ENV) or default_config_path()
+        path, why = find_config(env)
     source = os.fspath(path)
     try:
         text = _read_text(source)
     except ConfigError as exc:
-        if not from_env:
+        if why is None:
             raise
         raise ConfigError(
-            f"{exc.problem} (named by {CONFIG_ENV})", path=source
+            f"{exc.problem} ({why})", path=source, line=exc.line
         ) from exc
     return load_config_text(
         text, source=source, platform=platform, environ=env
+    )
+
+
+def _platform_problems(
+    doc: _Document, platform: str, env: Mapping[str, str]
+) -> list[ConfigError]:
+    """Every problem of *doc* on *platform*, the storage's extra included."""
+    try:
+        _resolve(doc, platform, env).require_extras()
+    except ConfigError as exc:
+        problems = exc.problems
+    else:
+        return []
+    for problem in problems:
+        problem.problems = [problem]  # each stands alone until gathered
+    return problems
+
+
+def _on_platforms(
+    error: ConfigError, platforms: list[str], total: int
+) -> ConfigError:
+    """*error*, saying on which platforms only it shows, if not all."""
+    if len(platforms) == total or "platforms." in (error.key or ""):
+        return error
+    names = " and ".join(repr(name) for name in platforms)
+    return ConfigError(
+        f"{error.problem} (with the {names} platform overrides)",
+        path=error.path,
+        line=error.line,
+        key=error.key,
+    )
+
+
+def _check_document(
+    doc: _Document, env: Mapping[str, str]
+) -> ConfigError | None:
+    """Every problem of *doc* on any platform, each once, or None."""
+    names = sorted({*PLATFORMS, *doc.platforms})
+    found: dict[tuple[object, ...], tuple[ConfigError, list[str]]] = {}
+    for name in names:
+        for problem in _platform_problems(doc, name, env):
+            found.setdefault(_identity(problem), (problem, []))[1].append(name)
+    if not found:
+        return None
+    return _first(
+        _on_platforms(error, platforms, len(names))
+        for error, platforms in found.values()
     )
 
 
@@ -233,14 +346,17 @@ def validate_files(
 ) -> list[tuple[str, ConfigError | None]]:
     """Validate files for every platform they mention, and the usual three.
 
+    The storage backend's extra must be installed too (``redis``).
+
     Args:
         paths: The files to check.
         environ: Override variables to apply as well; default none, so the
             verdict is about the files alone.
 
     Returns:
-        One ``(path, error or None)`` per file, in the order given. A
-        problem that shows on one platform only says which.
+        One ``(path, error or None)`` per file, in the order given; an
+        error carries every problem of its file (``problems``), each
+        once. A problem that shows on some platforms only says which.
 
     .. versionadded:: 0.1.0
     """
@@ -253,27 +369,7 @@ def validate_files(
         except ConfigError as exc:
             results.append((source, exc))
             continue
-        failures: list[tuple[str, ConfigError]] = []
-        names = sorted({*PLATFORMS, *doc.platforms})
-        for name in names:
-            try:
-                _resolve(doc, name, env)
-            except ConfigError as exc:
-                failures.append((name, exc))
-        if not failures:
-            results.append((source, None))
-            continue
-        name, error = failures[0]
-        if len(failures) < len(names) and "platforms." not in (
-            error.key or ""
-        ):
-            error = ConfigError(
-                f"{error.problem} (with the {name!r} platform overrides)",
-                path=error.path,
-                line=error.line,
-                key=error.key,
-            )
-        results.append((source, error))
+        results.append((source, _check_document(doc, env)))
     return results
 
 

@@ -26,9 +26,11 @@ A new top-level section of the file also needs ``_TOP_KEYS`` (and, for
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -45,11 +47,10 @@ from sage_resilience._config.errors import _first, _problem, _validate
 from sage_resilience._config.layers import Declaration, _merge
 from sage_resilience._config.wording import _number_kind, _show
 from sage_resilience._exception_names import lookup_exception
+from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-
-    from sage_resilience.exceptions import ConfigError
 
 #: Upper bounds that keep every number usable by timers, sleeps and
 #: counters (30 days of seconds; a million calls; a thousand attempts).
@@ -85,25 +86,28 @@ class BackoffConfig(_Model):
     """Exponential backoff between attempts, with random jitter."""
 
     strategy: Literal["exponential", "fixed", "linear", "fibonacci"] = Field(
-        "exponential",
+        default="exponential",
         description="How waits grow: times multiplier (exponential), "
         "always initial (fixed), initial x n (linear), initial x fib(n) "
         "(fibonacci).",
     )
     initial: float = Field(
-        0.1, ge=0, le=_MAX_SECONDS, description="First wait, seconds."
+        default=0.1, ge=0, le=_MAX_SECONDS, description="First wait, seconds."
     )
     multiplier: float = Field(
-        2.0,
+        default=2.0,
         ge=1,
         le=_MAX_MULTIPLIER,
         description="Each wait is the previous one times this.",
     )
     max: float = Field(
-        10.0, ge=0, le=_MAX_SECONDS, description="Longest wait, seconds."
+        default=10.0,
+        ge=0,
+        le=_MAX_SECONDS,
+        description="Longest wait, seconds.",
     )
     jitter: float = Field(
-        0.1,
+        default=0.1,
         ge=0,
         le=_MAX_SECONDS,
         description="Up to this many seconds are added at random to each "
@@ -115,7 +119,7 @@ class RetryConfig(_Model):
     """Retries of counted failures (tenacity)."""
 
     attempts: int = Field(
-        1,
+        default=1,
         ge=1,
         le=_MAX_ATTEMPTS,
         description="Every attempt, the first included; 1: no retry.",
@@ -130,7 +134,7 @@ class RetryConfig(_Model):
         "backoff.max).",
     )
     deadline: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=_MAX_SECONDS,
         description="Stop retrying once this many seconds have passed since "
@@ -142,30 +146,33 @@ class TripConfig(_Model):
     """Trip on failure or slow-call rates over a sliding time window."""
 
     failure_rate: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=1,
         description="Open when at least this fraction of the window's calls "
         "failed; null: off.",
     )
     window: float = Field(
-        60.0, gt=0, le=_MAX_SECONDS, description="Window length, seconds."
+        default=60.0,
+        gt=0,
+        le=_MAX_SECONDS,
+        description="Window length, seconds.",
     )
     minimum_calls: int = Field(
-        20,
+        default=20,
         ge=1,
         le=_MAX_COUNT,
         description="Rates are judged only once the window holds this many "
         "calls.",
     )
     slow_call_duration: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=_MAX_SECONDS,
         description="An attempt slower than this many seconds is slow.",
     )
     slow_call_rate: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=1,
         description="Open when at least this fraction of the window's calls "
@@ -184,13 +191,13 @@ class RecoveryBackoffConfig(_Model):
     """Grow the open time on each re-trip without a stable close."""
 
     multiplier: float = Field(
-        2.0,
+        default=2.0,
         ge=1,
         le=_MAX_MULTIPLIER,
         description="Each re-trip multiplies the open time by this.",
     )
     max: float = Field(
-        600.0,
+        default=600.0,
         gt=0,
         le=_MAX_SECONDS,
         description="Longest open time, seconds; >= recovery_timeout.",
@@ -202,16 +209,19 @@ class ChaosConfig(_Model):
 
     enabled: bool = Field(default=False, description="Inject faults at all.")
     failure_rate: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         le=1,
         description="Fraction of calls replaced by a ChaosError.",
     )
     latency: float = Field(
-        0.0, ge=0, le=_MAX_SECONDS, description="Injected delay, seconds."
+        default=0.0,
+        ge=0,
+        le=_MAX_SECONDS,
+        description="Injected delay, seconds.",
     )
     latency_rate: float = Field(
-        0.0, ge=0, le=1, description="Fraction of calls delayed."
+        default=0.0, ge=0, le=1, description="Fraction of calls delayed."
     )
 
 
@@ -222,36 +232,36 @@ class PolicyConfig(_Model):
     """One dependency's fully resolved resilience policy."""
 
     kind: Literal["postgres", "http"] | None = Field(
-        None,
+        default=None,
         description="Which integration and diagnosis apply: postgres, http "
         "or null.",
     )
     failure_threshold: int = Field(
-        5,
+        default=5,
         ge=1,
         le=_MAX_COUNT,
         description="Consecutive counted failures that open it.",
     )
     recovery_timeout: float = Field(
-        60.0,
+        default=60.0,
         gt=0,
         le=_MAX_SECONDS,
         description="Seconds open before a half-open probe is allowed.",
     )
     success_threshold: int = Field(
-        1,
+        default=1,
         ge=1,
         le=_MAX_COUNT,
         description="Probe successes that close it again.",
     )
     half_open_max_calls: int = Field(
-        1,
+        default=1,
         ge=1,
         le=_MAX_COUNT,
         description="Probes allowed at once while half-open.",
     )
     half_open_max_wait: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=_MAX_SECONDS,
         description="Seconds a half-open circuit waits for its probes' "
@@ -259,7 +269,7 @@ class PolicyConfig(_Model):
         "null: max(2, timeout or recovery_timeout).",
     )
     timeout: float | None = Field(
-        None,
+        default=None,
         gt=0,
         le=_MAX_SECONDS,
         description="Seconds each async attempt may take; null: no limit.",
@@ -269,17 +279,17 @@ class PolicyConfig(_Model):
         description="health() is 'down' while this circuit is open.",
     )
     ignore_exceptions: tuple[str, ...] = Field(
-        (),
+        default=(),
         description="Dotted class names (module.Class) that count as a "
         "success and are never retried.",
     )
     record_exceptions: tuple[str, ...] | None = Field(
-        None,
+        default=None,
         description="Dotted class names (module.Class); when set, only "
         "these count as failures.",
     )
     failure_statuses: tuple[StatusSpec, ...] = Field(
-        (408, 429, "5xx"),
+        default=(408, 429, "5xx"),
         description="HTTP statuses that count as failures: codes 100-599, "
         "'4xx' or '5xx'.",
     )
@@ -293,22 +303,22 @@ class PolicyConfig(_Model):
         "user, base_url...).",
     )
     trip: TripConfig | None = Field(
-        None,
+        default=None,
         description="Also trip on failure or slow-call rates; null: only "
         "consecutive failures.",
     )
     recovery_backoff: RecoveryBackoffConfig | None = Field(
-        None,
+        default=None,
         description="Grow the open time on re-trips; null: constant.",
     )
     max_concurrency: int | None = Field(
-        None,
+        default=None,
         ge=1,
         le=_MAX_COUNT,
         description="Bulkhead: calls in flight at most; null: unlimited.",
     )
     max_wait: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         le=_MAX_SECONDS,
         description="Seconds a call waits for a bulkhead slot before "
@@ -382,22 +392,40 @@ class PolicyConfig(_Model):
         return False
 
 
+#: What a storage backend needs beyond the core install: the module it
+#: imports and the extra that installs it (``pip install
+#: 'sage-resilience[redis]'``).
+BACKEND_EXTRAS: Final[dict[str, tuple[str, str]]] = {
+    "redis": ("redis", "redis"),
+}
+
+
+def _installed(module: str) -> bool:
+    """Whether *module* can be imported (never importing it)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class StorageConfig(_Model):
     """Where circuit state lives."""
 
     backend: Literal["memory", "sqlite", "redis"] = Field(
-        "memory",
+        default="memory",
         description="memory (per process), sqlite (path) or redis (url, "
         "namespace).",
     )
     path: str | None = Field(
-        None, description="SQLite database file (backend sqlite)."
+        default=None, description="SQLite database file (backend sqlite)."
     )
     url: str | None = Field(
-        None, description="redis://... URL (backend redis)."
+        default=None, description="redis://... URL (backend redis)."
     )
     namespace: str = Field(
-        "sage_resilience",
+        default="sage_resilience",
         description="Prefix of the Redis keys and channel (backend redis).",
     )
 
@@ -419,6 +447,24 @@ class StorageConfig(_Model):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+    def missing_extra(self) -> str | None:
+        """Why the backend cannot run here (its extra is missing), if so.
+
+        Returns:
+            The problem, naming the ``pip install`` that fixes it; None
+            when the backend's library is installed (or it needs none).
+
+        .. versionadded:: 0.1.0
+        """
+        needed = BACKEND_EXTRAS.get(self.backend)
+        if needed is None or _installed(needed[0]):
+            return None
+        module, extra = needed
+        return (
+            f"the {self.backend} backend needs the {module!r} package, "
+            f"which is not installed: pip install 'sage-resilience[{extra}]'"
+        )
 
 
 def _sqlite_path_problem(path: str) -> str | None:
@@ -493,6 +539,10 @@ class _Source(Protocol):
         """The configuration resolved again, *declared* included."""
         ...
 
+    def storage_error(self, problem: str) -> ConfigError:
+        """*problem* about ``storage.backend``, where it was written."""
+        ...
+
 
 class ResilienceConfig(_Model):
     """A whole, resolved configuration for one platform."""
@@ -500,7 +550,7 @@ class ResilienceConfig(_Model):
     version: Literal[1] = 1
     platform: str = "linux"
     path: str | None = Field(
-        None, description="The file it was loaded from, if any."
+        default=None, description="The file it was loaded from, if any."
     )
     storage: StorageConfig = Field(default_factory=StorageConfig)
     policies: dict[str, PolicyConfig] = Field(default_factory=dict)
@@ -523,6 +573,23 @@ class ResilienceConfig(_Model):
             for name, found in source.pending.items()
             if name not in self.policies
         }
+
+    def require_extras(self) -> None:
+        """Check that the storage backend's library is installed.
+
+        Raises:
+            ConfigError: It is not; the message names ``storage.backend``
+                (file and line where it was written) and the ``pip
+                install`` of the extra.
+
+        .. versionadded:: 0.1.0
+        """
+        problem = self.storage.missing_extra()
+        if problem is None:
+            return
+        if self._source is not None:
+            raise self._source.storage_error(problem)
+        raise ConfigError(problem, path=self.path, key="storage.backend")
 
     def with_declarations(
         self, declared: Mapping[str, Sequence[Declaration]]

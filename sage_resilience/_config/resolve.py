@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sage_resilience._config.document import _Platform
 from sage_resilience._config.env import _env_layer, _env_overrides
 from sage_resilience._config.errors import _first, _validate
-from sage_resilience._config.layers import _merge, _Origin
+from sage_resilience._config.layers import _lookup, _merge, _Origin
 from sage_resilience._config.models import (
     PolicyConfig,
     ResilienceConfig,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sage_resilience._config.document import _Document
     from sage_resilience._config.env import _EnvOverride
     from sage_resilience._config.layers import Declaration, _Layer
+    from sage_resilience.exceptions import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,12 @@ class _Source:
     platform: str
     environ: Mapping[str, str]
     pending: dict[str, list[_EnvOverride]]
+    storage: _Layer  # the merged storage layer, for messages
+
+    def storage_error(self, problem: str) -> ConfigError:
+        """*problem* about ``storage.backend``, where it was written."""
+        origin, rest = _lookup(self.storage.origins, ("backend",))
+        return origin.error(rest, problem)
 
     def resolve(
         self, declared: Mapping[str, Sequence[Declaration]]
@@ -106,18 +113,19 @@ def _resolve(
         if storage_layers
         else _Origin(doc.source, None, ("storage",))
     )
-    storage = _validate(
-        StorageConfig, _merge(storage_layers, storage_root), errors
-    )
+    storage_layer = _merge(storage_layers, storage_root)
+    storage = _validate(StorageConfig, storage_layer, errors)
 
     if errors:
         raise _first(errors)
     config = ResilienceConfig(
         version=1,
         platform=platform,
-        path=doc.source,
+        path=doc.label or doc.source,
         storage=storage,
         policies=policies,
     )
-    config._source = _Source(doc, platform, dict(environ), pending)
+    config._source = _Source(
+        doc, platform, dict(environ), pending, storage_layer
+    )
     return config

@@ -1,6 +1,7 @@
 """The JSON Schema of the file, and the dump of a resolved configuration.
 
-``sage-resilience config schema`` and ``config show``.
+``sage-resilience config schema`` and ``config show``. The schema is
+published at :data:`SCHEMA_URL`, its ``$id``.
 """
 
 from __future__ import annotations
@@ -18,24 +19,31 @@ from sage_resilience._redact import redact_mapping
 if TYPE_CHECKING:
     from sage_resilience._config.models import ResilienceConfig
 
-_SCHEMA_ID = "urn:sage-resilience:config:1"
+#: Where the schema is published: ``schema/resilience.schema.json`` of the
+#: repository (a test keeps that file equal to :func:`config_schema`), for
+#: ``# yaml-language-server: $schema=<this URL>`` at the top of a file.
+SCHEMA_URL = (
+    "https://github.com/sage-resilience/sage_resilience/raw/main/"
+    "schema/resilience.schema.json"
+)
 _DOTTED_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 
 
-def config_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the YAML file.
+def schema_text() -> str:
+    """:func:`config_schema` as published: indented JSON, one final newline.
 
-    Generated from the models. Every layer (``defaults``, a policy, a
-    platform's policy) is partial: each key is optional. Checks that relate
-    two keys (``slow_call_rate`` needs ``slow_call_duration``, a storage
-    backend needs its ``path``/``url``, ``recovery_backoff.max`` >=
-    ``recovery_timeout``) are made when loading, after the merge.
-
-    Returns:
-        The schema, ready for ``json.dumps``.
-
-    .. versionadded:: 0.1.0
+    ``sage-resilience config schema`` prints it; the repository holds it as
+    ``schema/resilience.schema.json``.
     """
+    return json.dumps(config_schema(), indent=2) + "\n"
+
+
+def _nullable(name: str) -> dict[str, Any]:
+    return {"anyOf": [{"$ref": f"#/$defs/{name}"}, {"type": "null"}]}
+
+
+def _model_defs() -> dict[str, Any]:
+    """The models' schemas, with what pydantic cannot say patched in."""
     _, top = models_json_schema(
         [(PolicyConfig, "validation"), (StorageConfig, "validation")],
         ref_template="#/$defs/{model}",
@@ -55,14 +63,28 @@ def config_schema() -> dict[str, Any]:
             {"enum": ["4xx", "5xx"]},
         ]
     }
+    return defs
 
-    def nullable(name: str) -> dict[str, Any]:
-        return {"anyOf": [{"$ref": f"#/$defs/{name}"}, {"type": "null"}]}
 
+def config_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the YAML file.
+
+    Generated from the models. Every layer (``defaults``, a policy, a
+    platform's policy) is partial: each key is optional. Checks that relate
+    two keys (``slow_call_rate`` needs ``slow_call_duration``, a storage
+    backend needs its ``path``/``url``, ``recovery_backoff.max`` >=
+    ``recovery_timeout``) are made when loading, after the merge.
+
+    Returns:
+        The schema, ready for ``json.dumps``.
+
+    .. versionadded:: 0.1.0
+    """
+    defs = _model_defs()
     policies = {
         "type": "object",
         "description": "Policies by name.",
-        "additionalProperties": nullable("PolicyConfig"),
+        "additionalProperties": _nullable("PolicyConfig"),
     }
     defs["PlatformConfig"] = {
         "type": "object",
@@ -71,14 +93,14 @@ def config_schema() -> dict[str, Any]:
         "windows or a name of your own).",
         "additionalProperties": False,
         "properties": {
-            "defaults": nullable("PolicyConfig"),
+            "defaults": _nullable("PolicyConfig"),
             "policies": policies,
-            "storage": nullable("StorageConfig"),
+            "storage": _nullable("StorageConfig"),
         },
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": _SCHEMA_ID,
+        "$id": SCHEMA_URL,
         "title": "sage_resilience configuration",
         "description": "One resilience policy per dependency. Merge order, "
         "later wins: built-ins < defaults < policies.<name> < "
@@ -89,14 +111,19 @@ def config_schema() -> dict[str, Any]:
         "required": ["version"],
         "properties": {
             "version": {"const": 1, "description": "Format version."},
-            "storage": nullable("StorageConfig"),
-            "defaults": nullable("PolicyConfig"),
+            "$schema": {
+                "type": "string",
+                "description": "Where an editor finds this schema; ignored "
+                "by the loader.",
+            },
+            "storage": _nullable("StorageConfig"),
+            "defaults": _nullable("PolicyConfig"),
             "policies": policies,
             "platforms": {
                 "type": "object",
                 "description": "Overrides by platform; macos/osx mean "
                 "darwin, win32/win mean windows.",
-                "additionalProperties": nullable("PlatformConfig"),
+                "additionalProperties": _nullable("PlatformConfig"),
             },
         },
         "$defs": defs,

@@ -88,6 +88,7 @@ from sage_resilience._storage.shared import (
     new_token,
 )
 from sage_resilience._storage.sqlite import SQLITE_POLL_INTERVAL, SqliteBackend
+from sage_resilience.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,6 +143,8 @@ def _redis(
 #: The shared stores by ``storage.backend``: the key one backend serves
 #: (one thread and connection for every policy of that store) and how to
 #: build it. ``memory`` is pybreaker's own storage and needs no backend.
+#: The library a store needs beyond the core install is in
+#: ``sage_resilience._config.BACKEND_EXTRAS``, checked before building.
 BACKENDS: Final[
     dict[
         str,
@@ -174,10 +177,17 @@ def make_storage(
     the stored state, so a restarted process starts where it left off;
     inside one it never waits and the state arrives moments later.
 
+    Raises:
+        ConfigError: The backend's library is not installed (the message
+            names ``storage.backend`` and the extra to install).
+
     .. versionadded:: 0.1.0
     """
     if config.backend == "memory":
         return pybreaker.CircuitMemoryStorage(CLOSED)
+    missing = config.missing_extra()
+    if missing is not None:
+        raise ConfigError(missing, key="storage.backend")
     return SharedStorage(_backend_for(config), name)
 
 

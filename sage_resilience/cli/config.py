@@ -55,12 +55,17 @@ def add_config_parser(sub: SubCommands) -> None:
     )
     complete_files(
         validate.add_argument(
-            "paths", nargs="+", metavar="PATH", help="the YAML files to check"
+            "paths",
+            nargs="*",
+            metavar="PATH",
+            help="the YAML files to check (default: env "
+            "SAGE_RESILIENCE_CONFIG, else ./resilience.yaml, else the "
+            "shipped one)",
         )
     )
     add_format(
         validate,
-        "a JSON list of {path, ok, problem, warnings} on stdout",
+        "a JSON list of {path, ok, problem, problems, warnings} on stdout",
     )
     validate.set_defaults(handler=validate_command)
     schema = actions.add_parser(
@@ -77,12 +82,23 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _found() -> str:
+    """The file read when none is named; says which on stderr."""
+    from sage_resilience._config import find_config  # noqa: PLC0415
+
+    path, why = find_config()
+    print(f"note: using {path} ({why})", file=sys.stderr)
+    return path
+
+
 def show_command(args: argparse.Namespace) -> int:
     """``config show``: the resolved configuration, YAML or JSON."""
     from sage_resilience._config import dump_config, load_config  # noqa: PLC0415
     from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
 
     try:
+        if args.config is None:
+            _found()
         config = load_config(args.config, platform=args.platform)
     except ConfigError as exc:
         error(_PROG, str(exc))
@@ -108,11 +124,12 @@ def validate_command(args: argparse.Namespace) -> int:
 
     failed = 0
     results: list[dict[str, object]] = []
-    for path, problem in validate_files(args.paths):
+    for path, problem in validate_files(args.paths or [_found()]):
         warnings: dict[str, None] = {}
         if problem is not None:
             failed += 1
-            print(str(problem), file=sys.stderr)
+            for each in problem.problems:
+                print(str(each), file=sys.stderr)
         else:
             if args.format != "json":
                 print(f"{path}: ok")
@@ -126,6 +143,9 @@ def validate_command(args: argparse.Namespace) -> int:
                 "path": path,
                 "ok": problem is None,
                 "problem": None if problem is None else str(problem),
+                "problems": []
+                if problem is None
+                else [str(each) for each in problem.problems],
                 "warnings": list(warnings),
             }
         )
@@ -136,8 +156,8 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def schema_command(args: argparse.Namespace) -> int:
     """``config schema``: the JSON Schema of the file, for editors."""
-    from sage_resilience._config import config_schema  # noqa: PLC0415
+    from sage_resilience._config import schema_text  # noqa: PLC0415
 
     del args
-    print(json.dumps(config_schema(), indent=2))
+    sys.stdout.write(schema_text())
     return 0

@@ -53,8 +53,10 @@ from sage_resilience.status import HealthStatus, WindowFigures
 config: ResilienceConfig = load_config(platform="windows")
 resolved: PolicyConfig = config.policies["database_connection"]
 timeout: float | None = resolved.timeout
+configure({"version": 1, "policies": {"api": {"timeout": 5}}})
 configure(config)
 configure("config/resilience.yaml", platform="darwin")
+standalone: Policy = Policy("payments", PolicyConfig(timeout=5))
 
 api: Policy = policy("siliconflow_api")
 breaker: pybreaker.CircuitBreaker = api.breaker
@@ -93,7 +95,9 @@ except CircuitOpenError as exc:
     plain_equal: bool = found.cause == "http_timeout"
     member_equal: bool = found.cause == Cause.PG_REFUSED
     as_pybreaker: pybreaker.CircuitBreakerError = exc
-except (ConfigError, UnknownPolicyError):
+except ConfigError as exc:
+    problems: list[ConfigError] = exc.problems
+except UnknownPolicyError:
     pass
 
 status: dict[str, StatusEntry] = breaker_status()
