@@ -30,7 +30,7 @@ from sage_resilience._attempt import (
 from sage_resilience._breaker import ClaimPending, Gate
 from sage_resilience._classify import COUNTED
 from sage_resilience._events import logger
-from sage_resilience._names import CLOSED
+from sage_resilience._names import CLOSED, OPEN
 from sage_resilience._retry import RetryHooks, retry_callbacks
 from sage_resilience.exceptions import CircuitOpenError
 
@@ -466,7 +466,7 @@ def _warn_chaos(name: str, config: PolicyConfig) -> None:
 # recorded without a call. Anything else goes through Policy.acall/call.
 
 
-def _async_wrapper(
+def _async_wrapper(  # noqa: C901 - the hot path, inlined for speed
     policy: Policy, fn: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
@@ -476,10 +476,15 @@ def _async_wrapper(
             return await policy.acall(fn, *args, **kwargs)
         gate = policy._gate
         generation = gate._generation
-        if gate._state is CLOSED:
+        state = gate._state
+        if state is CLOSED:
             gate.calls += 1
             ticket = generation << 1
         else:
+            if state is OPEN:  # a refusal raised here: one frame less
+                now = gate._clock()
+                if gate._forced or now < gate._probe_at:
+                    raise gate._reject(now)
             try:
                 ticket = gate.admit(wait=True)
             except ClaimPending as pending:
@@ -519,10 +524,15 @@ def _sync_wrapper(
             return policy.call(fn, *args, **kwargs)
         gate = policy._gate
         generation = gate._generation
-        if gate._state is CLOSED:
+        state = gate._state
+        if state is CLOSED:
             gate.calls += 1
             ticket = generation << 1
         else:
+            if state is OPEN:  # a refusal raised here: one frame less
+                now = gate._clock()
+                if gate._forced or now < gate._probe_at:
+                    raise gate._reject(now)
             ticket = gate.admit()
         try:
             result = fn(*args, **kwargs)
