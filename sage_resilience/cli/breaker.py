@@ -102,7 +102,7 @@ def breaker_command(args: argparse.Namespace) -> int:
 def _local_action(args: argparse.Namespace) -> dict[str, Any]:
     from sage_resilience._registry import policies  # noqa: PLC0415
 
-    backend = configure_from(args)
+    backend = configure_from(args).backend
     found = policies().get(args.name)
     if found is None:
         known = ", ".join(sorted(policies())) or "none"
