@@ -458,6 +458,25 @@ class TestBreakerLocal:
                 breaker(*argv)
             assert 2 == exit_info.value.code
 
+    def test_unreachable_storage_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A shared storage that does not answer: nothing done, exit 1."""
+        url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
+        path = tmp_path / "redis.yaml"
+        path.write_text(
+            f"version: 1\nstorage: {{backend: redis, url: '{url}'}}\n"
+            + CONFIG.removeprefix("version: 1\n")
+        )
+        assert 1 == breaker("open", "api", "--config", str(path))
+        out, err = capsys.readouterr()
+        assert "" == out
+        assert err.startswith("sage-resilience breaker: storage redis://:***@")
+        assert "is unreachable (ConnectionError" in err
+        assert err.endswith("nothing was done\n")
+        assert "hunter2" not in err
+        assert "closed" == policy("api").state
+
     def test_shared_sqlite_storage(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

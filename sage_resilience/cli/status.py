@@ -71,6 +71,14 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     .. versionadded:: 0.1.0
     """
     one_line_errors(parser)
+    parser.description = (
+        "The status table of every breaker: those of a running app "
+        "(--url, its /breakers), or those built from the configuration, "
+        "whose state is the shared storage's (sqlite, redis). With memory "
+        "storage this command can only show its own process, and a shared "
+        "storage that does not answer leaves the local fallback: both are "
+        "said on stderr and in the table (storage_health in JSON), exit 1."
+    )
     add_source(parser)
     add_format(
         parser, "the status entries as one JSON object on stdout", "table"
