@@ -13,12 +13,12 @@ JSON goes to stdout alone, diagnostics to stderr.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 from sage_resilience._redact import redact
 from sage_resilience._terminal import aligned, printable
+from sage_resilience.cli._logging import wants_colour
 from sage_resilience.cli._options import add_format, one_line_errors
 from sage_resilience.cli._source import (
     CommandError,
@@ -114,7 +114,7 @@ def status_command(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(status, indent=2))
     else:
-        table = format_status_table(status, colour=_colour_wanted(sys.stdout))
+        table = format_status_table(status, colour=wants_colour(sys.stdout))
         print(table if heading is None else f"{printable(heading)}\n{table}")
     if problem is None:
         return 0
@@ -159,13 +159,6 @@ def _unreachable(storage: StorageConfig, error: str) -> tuple[str, str]:
             "are this process's local fallback, not the shared state"
         ),
     )
-
-
-def _colour_wanted(stream: TextIO) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
 
 
 def _cell(entry: Mapping[str, Any], key: str) -> str:
