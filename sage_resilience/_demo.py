@@ -9,9 +9,9 @@ Stand-ins, started and stopped here, on loopback or a Unix socket only:
 * PostgreSQL with pgvector (the ``pgserver`` package), stopped and
   restarted mid-run.
 
-Every policy event is printed as a JSON line (the CLI configures
-structlog), the demo's own narration as ``demo_step`` events, and a status
-table ends the run.
+Every policy event is printed (the CLI configures structlog: one readable
+line per event on a terminal, JSON lines otherwise), the demo's own
+narration as ``demo_step`` events, and a status table ends the run.
 """
 
 from __future__ import annotations

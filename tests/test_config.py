@@ -1977,7 +1977,8 @@ class TestExceptionNames:
             "code = main(['status', '--json', '--config', sys.argv[1]])\n"
             "assert 'this' not in sys.modules, 'this was imported'\n"
             "assert 'antigravity' not in sys.modules\n"
-            "raise SystemExit(code)\n"
+            # memory storage: status shows this process only, exit 1
+            "assert code == 1, f'exit {code}'\n"
         )
         done = subprocess.run(
             [sys.executable, "-c", script, str(path)],

@@ -41,6 +41,13 @@ CLI = "import sys; from sage_resilience.cli import main; sys.exit(main())"
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
+MEMORY_ONLY = (
+    "sage-resilience status: the storage is 'memory': every process keeps "
+    "its own breakers, so this shows this command's process only, not the "
+    "application's; use --url with the running app, or a shared storage "
+    "(sqlite, redis)"
+)
+
 
 serving = serve_with_uvicorn
 
@@ -103,8 +110,12 @@ class TestStatusLocal:
     def test_table(
         self, config_file: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A plain aligned table, one line per breaker, no colours."""
-        assert 0 == status("--config", str(config_file))
+        """A plain aligned table, one line per breaker, no colours.
+
+        With memory storage the table is this process's: said in the
+        STORAGE column and in one sentence on stderr, exit 1.
+        """
+        assert 1 == status("--config", str(config_file))
         out, err = capsys.readouterr()
         lines = out.splitlines()
         assert lines[0].startswith("BREAKER")
@@ -114,22 +125,37 @@ class TestStatusLocal:
         assert all(
             line[state_column:].startswith("closed") for line in lines[1:]
         )
-        assert "" == err
+        storage_column = lines[0].index("STORAGE")
+        assert all(
+            line[storage_column:].startswith("memory (this process)")
+            for line in lines[1:]
+        )
+        assert [MEMORY_ONLY] == err.splitlines()
 
     def test_json(
         self, config_file: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """--json prints breaker_status() alone on stdout."""
-        assert 0 == status("--config", str(config_file), "--json")
-        body = json.loads(capsys.readouterr().out)
+        """--json prints breaker_status() alone on stdout, and the scope.
+
+        Each entry says the storage is this process's (``storage_health``);
+        the sentence goes to stderr, exit 1.
+        """
+        assert 1 == status("--config", str(config_file), "--json")
+        out, err = capsys.readouterr()
+        body = json.loads(out)
         assert ["api", "db"] == list(body)
         assert "memory" == body["db"]["storage"]
+        assert {("this-process", None)} == {
+            (entry["storage_health"], entry["storage_error"])
+            for entry in body.values()
+        }
+        assert [MEMORY_ONLY] == err.splitlines()
 
     def test_default_configuration(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Without --config: the shipped configuration."""
-        assert 0 == status("--json")
+        """Without --config: the shipped configuration (memory storage)."""
+        assert 1 == status("--json")
         body = json.loads(capsys.readouterr().out)
         assert "siliconflow_api" in body
 
@@ -146,6 +172,102 @@ class TestStatusLocal:
         assert "" == out
         assert "policies.db.failure_threshold" in err
         assert "bad.yaml" in err
+
+
+class TestStatusStorage:
+    """A shared storage that does not answer is said, never shown closed."""
+
+    def write(self, tmp_path: Path, storage: str) -> Path:
+        path = tmp_path / "shared.yaml"
+        path.write_text(
+            f"version: 1\nstorage: {storage}\n"
+            + CONFIG.removeprefix("version: 1\n")
+        )
+        return path
+
+    def test_redis_down_table(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Nothing at the Redis URL: a heading and the column say so, exit 1.
+
+        The password in the URL is never shown.
+        """
+        port = refused_port()
+        url = f"redis://:hunter2@127.0.0.1:{port}/0"
+        path = self.write(tmp_path, f"{{backend: redis, url: '{url}'}}")
+        assert 1 == status("--config", str(path), "--timeout", "2")
+        out, err = capsys.readouterr()
+        heading, header, *rows = out.splitlines()
+        assert heading.startswith(
+            f"storage redis://:***@127.0.0.1:{port}/0: unreachable ("
+        )
+        assert "ConnectionError" in heading
+        assert header.startswith("BREAKER")
+        storage_column = header.index("STORAGE")
+        assert all(
+            row[storage_column:].startswith("redis (unreachable)")
+            for row in rows
+        )
+        (line,) = err.splitlines()
+        assert line.startswith(
+            f"sage-resilience status: storage redis://:***@127.0.0.1:{port}"
+            "/0 is unreachable ("
+        )
+        assert line.endswith(
+            "the states shown are this process's local fallback, not the "
+            "shared state"
+        )
+        assert "hunter2" not in out + err
+
+    def test_redis_down_json(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--json: the same entries, each with storage_health, exit 1."""
+        port = refused_port()
+        url = f"redis://:hunter2@127.0.0.1:{port}/0"
+        path = self.write(tmp_path, f"{{backend: redis, url: '{url}'}}")
+        assert 1 == status("--config", str(path), "--json")
+        out, err = capsys.readouterr()
+        body = json.loads(out)
+        assert ["api", "db"] == list(body)
+        assert {"unreachable"} == {e["storage_health"] for e in body.values()}
+        assert all(
+            e["storage_error"].startswith("ConnectionError")
+            for e in body.values()
+        )
+        assert "is unreachable" in err
+        assert "hunter2" not in out + err
+
+    def test_sqlite_unreadable(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A sqlite file that is not a database: unreachable, exit 1."""
+        db = tmp_path / "state.sqlite"
+        db.write_bytes(b"not a database" * 100)
+        path = self.write(tmp_path, f"{{backend: sqlite, path: '{db}'}}")
+        assert 1 == status("--config", str(path))
+        out, err = capsys.readouterr()
+        assert out.startswith(f"storage sqlite:{db}: unreachable (")
+        assert "DatabaseError" in out.splitlines()[0]
+        assert "sqlite (unreachable)" in out
+        assert "is unreachable" in err
+
+    def test_sqlite_answers(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A shared storage that answers: the plain table, exit 0."""
+        db = tmp_path / "state.sqlite"
+        path = self.write(tmp_path, f"{{backend: sqlite, path: '{db}'}}")
+        assert 0 == status("--config", str(path))
+        out, err = capsys.readouterr()
+        assert out.startswith("BREAKER")
+        assert "unreachable" not in out
+        assert "" == err
+        assert 0 == status("--config", str(path), "--json")
+        body = json.loads(capsys.readouterr().out)
+        assert {("ok", None)} == {
+            (e["storage_health"], e["storage_error"]) for e in body.values()
+        }
 
 
 class TestStatusRemote:
@@ -335,6 +457,25 @@ class TestBreakerLocal:
             with pytest.raises(SystemExit) as exit_info:
                 breaker(*argv)
             assert 2 == exit_info.value.code
+
+    def test_unreachable_storage_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A shared storage that does not answer: nothing done, exit 1."""
+        url = f"redis://:hunter2@127.0.0.1:{refused_port()}/0"
+        path = tmp_path / "redis.yaml"
+        path.write_text(
+            f"version: 1\nstorage: {{backend: redis, url: '{url}'}}\n"
+            + CONFIG.removeprefix("version: 1\n")
+        )
+        assert 1 == breaker("open", "api", "--config", str(path))
+        out, err = capsys.readouterr()
+        assert "" == out
+        assert err.startswith("sage-resilience breaker: storage redis://:***@")
+        assert "is unreachable (ConnectionError" in err
+        assert err.endswith("nothing was done\n")
+        assert "hunter2" not in err
+        assert "closed" == policy("api").state
 
     def test_shared_sqlite_storage(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

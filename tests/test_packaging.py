@@ -202,10 +202,19 @@ class TestFreshVirtualenv:
         assert "siliconflow_api" in shown["policies"]
 
     def test_status_json(self, venv):
-        """The engine runs without any extra."""
+        """The engine runs without any extra.
+
+        The shipped storage is memory: the status is this process's own,
+        which the entries say, and the exit code is 1.
+        """
         result = cli(venv, "status", "--json")
-        assert 0 == result.returncode, result.stderr
-        assert "closed" == json.loads(result.stdout)["vectorizer"]["state"]
+        assert 1 == result.returncode, result.stderr
+        entry = json.loads(result.stdout)["vectorizer"]
+        assert ("closed", "this-process") == (
+            entry["state"],
+            entry["storage_health"],
+        )
+        assert "the storage is 'memory'" in result.stderr
 
     @pytest.mark.parametrize(
         "command",

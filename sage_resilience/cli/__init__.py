@@ -11,7 +11,8 @@ Exit codes: 0 ok, 1 a finding or invalid input, 2 usage (a bad argument:
 one line on stderr, never a traceback). Machine-readable output
 (``--format json``, alias ``--json``) goes to stdout alone; logs and
 diagnostics go to stderr. This is the only place that configures
-structlog (JSON lines); the library itself never does.
+structlog (:mod:`._logging`: a console view on a terminal, JSON lines
+otherwise, ``--log-format`` to choose); the library itself never does.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from sage_resilience.cli._logging import configure_logging
-from sage_resilience.cli._options import error, one_line_errors
+from sage_resilience.cli._options import (
+    add_log_options,
+    error,
+    one_line_errors,
+)
 from sage_resilience.cli.completion import add_completion_parser
 from sage_resilience.cli.config import add_config_parser
 from sage_resilience.cli.demo import add_demo_parser
@@ -130,8 +135,16 @@ def _parser() -> argparse.ArgumentParser:
         version=f"%(prog)s {_version()}",
         help="print the version and exit",
     )
-    sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", help="what to do"
+    add_log_options(parser, top=True)
+    # Every sub-command's parser is a _CommandParser (mypy cannot tell).
+    sub = cast(
+        "SubCommands",
+        parser.add_subparsers(
+            dest="command",
+            metavar="COMMAND",
+            help="what to do",
+            parser_class=_CommandParser,
+        ),
     )
     add_demo_parser(sub)
     add_config_parser(sub)
@@ -139,6 +152,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_logs_parser(sub)
     add_completion_parser(sub, parser)
     return parser
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser: it takes the global options too.
+
+    Sub-commands of a sub-command (``config show``) are of this class as
+    well, argparse making them of their parent's class.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_log_options(self, top=False)
 
 
 def _version() -> str:
@@ -164,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    configure_logging(sys.stderr)
+    configure_logging(
+        sys.stderr, log_format=args.log_format, verbose=args.verbose
+    )
     try:
         code: int = handler(args)
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_TIMEOUT",
     "add_config",
     "add_format",
+    "add_log_options",
     "add_platform",
     "add_timeout",
     "add_url",
@@ -231,4 +232,28 @@ def add_format(
         const="json",
         dest="format",
         help="the same as --format json",
+    )
+
+
+def add_log_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--log-format {json,console}`` and ``-v``/``--verbose``.
+
+    Global options: the top parser holds their defaults (*top*), and
+    every sub-command's parser takes them too, without a default of its
+    own, so that they may come before or after the command's name.
+    """
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default="auto" if top else argparse.SUPPRESS,
+        help="how events are shown (on stderr; demo: stdout): json (JSON "
+        "lines) or console (one readable line each, coloured on a "
+        "terminal); default: console on a terminal, json otherwise",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="also show config_loaded and debug events",
     )

@@ -8,17 +8,21 @@ Either of two sources:
 - ``--config PATH`` (or the default configuration): the registry built in
   this process, whose state comes from the configured storage. With the
   ``memory`` storage that state is this process's own, so ``breaker``
-  refuses to act on it.
+  refuses to act on it and ``status`` says so (exit 1); a shared storage
+  is checked first (:func:`probe_storage`), since the library falls back
+  on local state, all closed, when its store does not answer.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from sage_resilience._redact import redact
@@ -33,6 +37,8 @@ from sage_resilience.cli._options import (
 if TYPE_CHECKING:
     import argparse
 
+    from sage_resilience._config import StorageConfig
+
 __all__ = [
     "TOKEN_ENV",
     "CommandError",
@@ -42,7 +48,9 @@ __all__ = [
     "configure_from",
     "fail",
     "fetch_status",
+    "probe_storage",
     "request",
+    "storage_location",
 ]
 
 #: Where ``breaker --url`` reads the admin token without ``--token``.
@@ -78,14 +86,17 @@ def add_source(parser: argparse.ArgumentParser) -> None:
         "http://127.0.0.1:8000/resilience",
     )
     add_platform(parser, "with --config: apply this platform's overrides")
-    add_timeout(parser, "with --url: time allowed to the request")
+    add_timeout(
+        parser,
+        "time allowed to the request (--url), or to reaching a shared storage",
+    )
 
 
 # -- local ----------------------------------------------------------------
 
 
-def configure_from(args: argparse.Namespace) -> str:
-    """Build the registry from ``--config``; return the storage backend."""
+def configure_from(args: argparse.Namespace) -> StorageConfig:
+    """Build the registry from ``--config``; return its storage settings."""
     from sage_resilience._registry import configure  # noqa: PLC0415
     from sage_resilience.exceptions import ConfigError  # noqa: PLC0415
 
@@ -95,8 +106,57 @@ def configure_from(args: argparse.Namespace) -> str:
         raise CommandError(str(exc)) from exc
     except NotImplementedError as exc:
         raise CommandError(str(exc)) from exc
-    backend: str = config.storage.backend
-    return backend
+    storage: StorageConfig = config.storage
+    return storage
+
+
+def storage_location(storage: StorageConfig) -> str:
+    """Where *storage* keeps the state, as shown (secrets redacted)."""
+    if storage.backend == "redis":
+        return redact(str(storage.url))
+    if storage.backend == "sqlite":
+        return f"sqlite:{storage.path}"
+    return storage.backend
+
+
+def probe_storage(storage: StorageConfig, timeout: float) -> str | None:
+    """Ask a shared storage for an answer; None when it gave one.
+
+    Returns:
+        The error (one line, secrets redacted) when the store cannot be
+        reached or read within *timeout*; None when it answered, and for
+        the ``memory`` storage, which has nothing to reach.
+    """
+    try:
+        if storage.backend == "redis":
+            _ping_redis(str(storage.url), timeout)
+        elif storage.backend == "sqlite":
+            _read_sqlite(str(storage.path), timeout)
+    except Exception as exc:  # any failure is the finding
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return redact(text)
+    return None
+
+
+def _ping_redis(url: str, timeout: float) -> None:
+    import redis  # noqa: PLC0415 - the redis extra, needed for redis only
+
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _read_sqlite(path: str, timeout: float) -> None:
+    uri = Path(path).resolve().as_uri() + "?mode=rw"
+    db = sqlite3.connect(uri, uri=True, timeout=timeout)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        db.close()
 
 
 # -- remote ---------------------------------------------------------------

@@ -27,7 +27,9 @@ from sage_resilience.cli._source import (
     base_url,
     configure_from,
     fail,
+    probe_storage,
     request,
+    storage_location,
 )
 
 if TYPE_CHECKING:
@@ -75,8 +77,9 @@ def breaker_command(args: argparse.Namespace) -> int:
 
     Returns:
         0 when done; 1 for an unknown breaker, a refused request (HTTP
-        401/403/404), an unreachable app, an invalid configuration or a
-        ``memory`` storage; 2 for a malformed ``--url``.
+        401/403/404), an unreachable app, an invalid configuration, a
+        ``memory`` storage or a shared storage that does not answer (the
+        change would stay in this process); 2 for a malformed ``--url``.
 
     .. versionadded:: 0.1.0
     """
@@ -102,7 +105,8 @@ def breaker_command(args: argparse.Namespace) -> int:
 def _local_action(args: argparse.Namespace) -> dict[str, Any]:
     from sage_resilience._registry import policies  # noqa: PLC0415
 
-    backend = configure_from(args)
+    storage = configure_from(args)
+    backend = storage.backend
     found = policies().get(args.name)
     if found is None:
         known = ", ".join(sorted(policies())) or "none"
@@ -113,6 +117,13 @@ def _local_action(args: argparse.Namespace) -> dict[str, Any]:
             "breakers are its own, so acting on them changes nothing "
             "elsewhere; use --url with a running app, or a shared storage "
             "(sqlite, redis)"
+        )
+    problem = probe_storage(storage, args.timeout)
+    if problem is not None:
+        raise CommandError(
+            f"storage {storage_location(storage)} is unreachable "
+            f"({problem}): the change would stay in this process; nothing "
+            "was done"
         )
     getattr(found, args.action)()
     status: dict[str, Any] = dict(found.status())

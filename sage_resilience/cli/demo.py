@@ -1,14 +1,16 @@
 """``sage-resilience demo``: a scripted outage and recovery, all local.
 
 The script and its stand-ins are :mod:`sage_resilience._demo`; this
-module reads the arguments and sends the JSON events where asked.
+module reads the arguments and sends the events where asked: stdout (a
+console view on a terminal, JSON lines otherwise; ``--log-format``
+chooses) and, with ``--log FILE``, every event as JSON lines to FILE.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from sage_resilience.cli._options import (
     complete_files,
@@ -31,7 +33,8 @@ def add_demo_parser(sub: SubCommands) -> None:
         help="a scripted outage and recovery against local stand-ins",
         description="Runs a scripted outage and recovery of an "
         "OpenAI-compatible API and a PostgreSQL+pgvector server, both "
-        "local stand-ins, printing JSON events and a final status table.",
+        "local stand-ins, printing its events (one readable line each on a "
+        "terminal, JSON lines otherwise) and a final status table.",
     )
     one_line_errors(demo)
     complete_files(
@@ -48,7 +51,7 @@ def add_demo_parser(sub: SubCommands) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """Run the demo, its events on stdout (and in ``--log``)."""
+    """Run the demo, its events on stdout (and all of them in ``--log``)."""
     from sage_resilience._demo import run_demo  # noqa: PLC0415
     from sage_resilience.cli._logging import configure_logging  # noqa: PLC0415
 
@@ -60,10 +63,12 @@ def demo_command(args: argparse.Namespace) -> int:
             error("sage-resilience", f"cannot write the log {args.log}: {exc}")
             return 1
     try:
-        files: list[IO[str]] = [sys.stdout]
-        if log_file is not None:
-            files.append(log_file)
-        configure_logging(*files)
+        configure_logging(
+            sys.stdout,
+            log_format=getattr(args, "log_format", "auto"),
+            verbose=getattr(args, "verbose", False),
+            log_files=() if log_file is None else (log_file,),
+        )
         return run_demo(quick=args.quick, table_to=sys.stdout)
     finally:
         if log_file is not None:

@@ -36,6 +36,7 @@ from sage_resilience.cli._options import (
     positive_int,
     seconds,
 )
+from sage_resilience.cli._progress import ReadProgress
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -251,18 +252,21 @@ def summarize_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one e
             f"(0, {_MAX_WINDOW:.0e}]"
         )
         return 2
+    # Progress on stderr, on a terminal only: each input counted as read.
+    progress = ReadProgress()
     with contextlib.ExitStack() as stack:
+        stack.callback(progress.finish)
         sources: list[tuple[str, IO[bytes]]] = []
         for name in args.files:
             if name == "-":
-                sources.append(("-", sys.stdin.buffer))
+                sources.append(("-", progress.track(sys.stdin.buffer)))
                 continue
             try:
                 stream = stack.enter_context(Path(name).open("rb"))
             except OSError as exc:
                 _error(f"cannot read {name}: {exc.strerror or exc}")
                 return 1
-            sources.append((name, stream))
+            sources.append((name, progress.track(stream)))
         try:
             summary = summarize(
                 sources,
