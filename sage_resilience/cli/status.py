@@ -143,10 +143,11 @@ def _local_status(
         health = REACHABLE if error is None else UNREACHABLE
         if error is not None:
             heading, problem = _unreachable(storage, error)
-    for entry in status.values():
-        entry["storage_health"] = health
-        entry["storage_error"] = error
-    return status, heading, problem
+    entries = {
+        name: {**entry, "storage_health": health, "storage_error": error}
+        for name, entry in status.items()
+    }
+    return entries, heading, problem
 
 
 def _unreachable(storage: StorageConfig, error: str) -> tuple[str, str]:
