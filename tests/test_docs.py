@@ -11,9 +11,12 @@ cannot run. The blocks that do not run are counted page by page below.
 from __future__ import annotations
 
 import gzip
+import importlib
+import importlib.util
 import shutil
 from pathlib import Path
 
+import griffe
 import pytest
 from tests.support import docs
 from tests.support.http_servers import StandInServer
@@ -168,3 +171,114 @@ def test_a_failing_block_fails(tmp_path):
     (session,) = docs.blocks(_page(tmp_path, "```pycon\n>>> 1 + 1\n3\n```\n"))
     with pytest.raises(AssertionError, match="Expected"):
         docs.run(session)
+
+
+# -- the API pages of the site ------------------------------------------------
+
+PUBLIC_MODULES = {
+    "sage_resilience": "api/index.md",
+    **{
+        f"sage_resilience.{name}": f"api/{name}.md"
+        for name in (
+            "http",
+            "postgres",
+            "openai",
+            "asgi",
+            "metrics",
+            "status",
+            "testing",
+            "compat",
+            "exceptions",
+        )
+    },
+}
+
+
+def test_every_public_module_has_an_api_page():
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for module, page in PUBLIC_MODULES.items():
+        text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+        assert f"::: {module}\n" in text
+        assert f"{module}: {page}\n" in nav
+
+
+def test_every_export_has_a_docstring_on_the_site():
+    """The site shows documented objects only: none may be missing."""
+    extension = griffe.load_extensions(
+        f"{ROOT / 'scripts' / 'griffe_rst.py'}:RestToMarkdown"
+    )
+    package = griffe.load(
+        "sage_resilience", search_paths=[str(ROOT)], extensions=extension
+    )
+    undocumented = []
+    for module in PUBLIC_MODULES:
+        inner = module.partition(".")[2]
+        loaded = package[inner] if inner else package
+        for name in importlib.import_module(module).__all__:
+            if not loaded[name].has_docstring:
+                undocumented.append(f"{module}.{name}")
+    assert undocumented == []
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstrings_rest_becomes_markdown():
+    rst = _script("griffe_rst")
+    text = (
+        "Uses :class:`~sage_resilience.Policy` and :func:`diagnose`.\n"
+        "\n"
+        "Example::\n"
+        "\n"
+        "    client = resilient_client('x')\n"
+        "\n"
+        "Tree::\n"
+        "\n"
+        "    a\n"
+        "    └── b\n"
+        "\n"
+        ".. versionadded:: 0.1.0\n"
+        ".. versionchanged:: 0.2.0\n"
+        "   httpx2 clients.\n"
+    )
+    assert rst.markdown(text) == (
+        "Uses `Policy` and `diagnose`.\n"
+        "\n"
+        "Example:\n"
+        "\n"
+        "```python\n"
+        "client = resilient_client('x')\n"
+        "```\n"
+        "\n"
+        "Tree:\n"
+        "\n"
+        "```text\n"
+        "a\n"
+        "└── b\n"
+        "```\n"
+        "\n"
+        "\n*Added in version 0.1.0.*\n"
+        "\n"
+        "\n*Changed in version 0.2.0:* httpx2 clients.\n"
+        "\n"
+    )
+
+
+def test_home_page_links_stay_in_the_site():
+    hooks = _script("mkdocs_hooks")
+    readme = (
+        "[docs](https://github.com/sage-resilience/sage_resilience/blob/main/"
+        "docs/fastapi.md#lifespan), [yaml](config/resilience.yaml), "
+        "[top](#set-up), [pypi](https://pypi.org/)"
+    )
+    assert hooks.home_page(readme) == (
+        "[docs](fastapi.md#lifespan), [yaml](https://github.com/"
+        "sage-resilience/sage_resilience/blob/main/config/resilience.yaml), "
+        "[top](#set-up), [pypi](https://pypi.org/)"
+    )
