@@ -18,6 +18,8 @@ from pathlib import Path
 
 import griffe
 import pytest
+from sage_resilience import policy
+from sage_resilience.postgres import connect_kwargs
 from tests.support import docs
 from tests.support.http_servers import StandInServer
 from tests.support.openai_server import CHAT, completion, provider_error
@@ -107,6 +109,21 @@ def environment(api, pg, monkeypatch, tmp_path):
 )
 def test_block_runs(block, environment):
     docs.run(block)
+
+
+def test_the_environment_points_the_policies_at_the_servers(
+    environment, api, pg
+):
+    """The blocks reach the stand-ins, not the hosts the YAML names."""
+    for name in ("siliconflow_api", "vectorizer"):
+        assert policy(name).config.settings["base_url"] == f"{api.url}/v1"
+    assert connect_kwargs() == {
+        "host": "127.0.0.1",
+        "port": pg.port,
+        "database": "sage",
+        "user": "sage",
+        "timeout": 5.0,
+    }
 
 
 def test_blocks_not_run_are_counted():
