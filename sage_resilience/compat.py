@@ -742,8 +742,10 @@ def retry(
     return decorate
 
 
-#: Sage's presets.
+#: Sage's preset for any call: the defaults of ``RetryConfig()``.
 DEFAULT_RETRY_CONFIG = RetryConfig()
+#: Sage's preset for database calls: 5 attempts, exponential from 0.5 s,
+#: on ``ConnectionError`` and ``TimeoutError``.
 DATABASE_RETRY_CONFIG = RetryConfig(
     max_attempts=5,
     initial_delay=0.5,
@@ -751,6 +753,8 @@ DATABASE_RETRY_CONFIG = RetryConfig(
     strategy=RetryStrategy.EXPONENTIAL,
     retryable_exceptions=[ConnectionError, TimeoutError],
 )
+#: Sage's preset for network calls: 3 attempts, exponential from 1 s,
+#: with jitter.
 NETWORK_RETRY_CONFIG = RetryConfig(
     max_attempts=3,
     initial_delay=1.0,
