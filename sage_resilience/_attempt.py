@@ -13,7 +13,7 @@ The call plan
 ``timed_only`` are computed once per configuration, not per call):
 
 * **plain** (``Settings.plain``): no bulkhead, no chaos, no retry
-  deadline, no slow-call timing, no latency observer. Inlined in
+  deadline, no slow-call timing, no attempt hook. Inlined in
   ``Policy.acall``: admit, call (under ``timeout`` when set), record. No
   clock is read on success.
 * **timed-only** (``Settings.timed_only``): as plain, plus the attempt's
@@ -21,7 +21,7 @@ The call plan
   (:meth:`AttemptRunner._attempt_timed`).
 * **general**: every feature (:meth:`AttemptRunner._attempt_async`):
   chosen whenever a bulkhead, chaos or a retry deadline is configured, or a
-  latency observer is installed (:func:`set_attempt_observer`).
+  attempt hook is installed (:mod:`sage_resilience.instrumentation`).
 
 ``Policy.acall_deferred``, the retries (attempts 2..N) and
 :func:`acall_once` always run the general variant. The sync path
@@ -66,7 +66,6 @@ __all__ = [
     "PendingVerdict",
     "Settings",
     "acall_once",
-    "set_attempt_observer",
     "within",
 ]
 
@@ -133,9 +132,10 @@ CALL_PLAN: Final[Mapping[str, Literal["all", "timed", "general"]]] = {
 # -- the attempt observer ---------------------------------------------------
 
 #: Called with (policy name, seconds, outcome, error) after every attempt
-#: that ran to an end: :mod:`sage_resilience._hooks` keeps it (attempt
-#: hooks, metrics' latency) and hands this module its copy whenever it
-#: changes. None when nobody listens: the success path reads no clock.
+#: that ran to an end: :mod:`sage_resilience._hooks` keeps it (while an
+#: attempt hook is installed, metrics' latency included) and hands this
+#: module its copy whenever it changes. None when nobody listens: the
+#: success path reads no clock.
 attempt_observer: (
     Callable[[str, float, Outcome, BaseException | None], None] | None
 ) = None
@@ -147,20 +147,6 @@ def _observe(observer: Any) -> None:
 
 
 _hooks.watch_observer(_observe)
-
-
-def set_attempt_observer(
-    observer: Callable[[str, float], None] | None,
-) -> None:
-    """Install (or remove, with None) the per-attempt latency observer.
-
-    While one is installed every attempt that actually ran (a success, a
-    counted or ignored failure, a timeout) reports its duration, bulkhead
-    waiting excluded; refusals and cancellations are not reported. Without
-    it (and without attempt hooks) the success path does not read the
-    clock at all.
-    """
-    _hooks.set_latency_observer(observer)
 
 
 # -- bulkhead ----------------------------------------------------------------
@@ -723,7 +709,7 @@ async def acall_once(
     integration), where after an error the server aborts the transaction
     and a retry would only meet that. Everything else of an attempt
     applies as in ``Policy.acall`` (admission, bulkhead, chaos, timeout,
-    slow-call timing, the latency observer); the outcome is classified and
+    slow-call timing, attempt hooks); the outcome is classified and
     recorded as for any attempt, and its error raised as it is.
 
     Args:

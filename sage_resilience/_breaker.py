@@ -56,8 +56,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pybreaker
-
 from sage_resilience import _hooks
 from sage_resilience._circuit import LOCAL_CLOCK, PROBE, Circuit
 from sage_resilience._classify import retry_after_of
@@ -75,6 +73,7 @@ from sage_resilience._fleet import (
     Fleet,
     adopt_storage_state,
 )
+from sage_resilience._pybreaker import pybreaker
 from sage_resilience._stats import GateStats, describe_failure
 from sage_resilience._storage import SharedStorage
 from sage_resilience._storage.shared import _on_event_loop

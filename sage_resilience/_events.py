@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import structlog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,15 +80,31 @@ class EventLogger:
     the library is followed.
     """
 
-    __slots__ = ("_stdlib", "_structlog")
+    __slots__ = ("_name", "_stdlib", "_structlog")
 
     def __init__(self, name: str) -> None:
-        self._structlog = structlog.get_logger(name)
+        self._name = name
+        self._structlog: Any = None
         self._stdlib = logging.getLogger(name)
 
+    def _configured(self) -> Any:
+        """Structlog's logger when the application configured structlog.
+
+        structlog is never imported here: an application that has not
+        imported it has not configured it (and the import costs tens of
+        milliseconds at every start).
+        """
+        module = sys.modules.get("structlog")
+        if module is None or not module.is_configured():
+            return None
+        if self._structlog is None:
+            self._structlog = module.get_logger(self._name)
+        return self._structlog
+
     def _log(self, level: int, event: str, keys: dict[str, Any]) -> None:
-        if structlog.is_configured():
-            self._structlog.log(level, event, **keys)
+        configured = self._configured()
+        if configured is not None:
+            configured.log(level, event, **keys)
             return
         std = self._stdlib
         if not std.isEnabledFor(level):
@@ -118,8 +133,9 @@ class EventLogger:
 
     def exception(self, event: str, **keys: Any) -> None:
         """Log *event* at error level with the current exception."""
-        if structlog.is_configured():
-            self._structlog.exception(event, **keys)
+        configured = self._configured()
+        if configured is not None:
+            configured.exception(event, **keys)
             return
         self._stdlib.exception(
             "%s", _Rendered(event, keys), extra={"event": event}

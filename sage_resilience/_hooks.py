@@ -148,12 +148,10 @@ def get_hooks() -> tuple[object, ...]:
 
 
 def clear() -> None:
-    """Remove every hook and the latency observer (tests)."""
-    global _latency  # noqa: PLW0603
+    """Remove every hook (tests)."""
     with _lock:
         _hooks.clear()
         _reported.clear()
-        _latency = None
         _rebuild()
 
 
@@ -171,13 +169,12 @@ def _rebuild() -> None:
 # -- the attempt observer ---------------------------------------------------
 
 #: ``(policy name, seconds, outcome, error)`` after every attempt that ran
-#: to an end, or None when nobody listens (then the success path reads no
-#: clock). Modules that call it keep their own copy, given to them by
-#: :func:`watch_observer` whenever it changes.
+#: to an end while an attempt hook is installed, else None (then the
+#: success path reads no clock). Modules that call it keep their own copy,
+#: given to them by :func:`watch_observer` whenever it changes.
 attempt_observer: (
     Callable[[str, float, Outcome, BaseException | None], None] | None
 ) = None
-_latency: Callable[[str, float], None] | None = None
 _sinks: list[Callable[[Any], None]] = []
 
 
@@ -187,23 +184,9 @@ def watch_observer(sink: Callable[[Any], None]) -> None:
     sink(attempt_observer)
 
 
-def set_latency_observer(
-    observer: Callable[[str, float], None] | None,
-) -> None:
-    """Install (or remove) the ``(name, seconds)`` latency observer.
-
-    Called for every attempt that ran, but cancelled ones (metrics'
-    histogram).
-    """
-    global _latency  # noqa: PLW0603 - one latency observer per process
-    with _lock:
-        _latency = observer
-        _refresh_observer()
-
-
 def _refresh_observer() -> None:
     global attempt_observer  # noqa: PLW0603 - read on every attempt
-    attempt_observer = _notify if _latency is not None or ATTEMPT else None
+    attempt_observer = _notify if ATTEMPT else None
     for sink in _sinks:
         sink(attempt_observer)
 
@@ -211,9 +194,6 @@ def _refresh_observer() -> None:
 def _notify(
     name: str, duration: float, outcome: Outcome, error: BaseException | None
 ) -> None:
-    latency = _latency
-    if latency is not None and outcome != "cancelled":
-        latency(name, duration)
     hooks = ATTEMPT
     if hooks:
         dispatch(hooks, AttemptFinished(name, outcome, duration, error))

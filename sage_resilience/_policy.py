@@ -24,7 +24,6 @@ from sage_resilience._attempt import (
     AttemptRunner,
     PendingVerdict,
     Settings,
-    set_attempt_observer,
     within,
 )
 from sage_resilience._breaker import ClaimPending, Gate
@@ -47,7 +46,6 @@ __all__ = [
     "PendingVerdict",
     "Policy",
     "RetryHooks",
-    "set_attempt_observer",
 ]
 
 P = ParamSpec("P")

@@ -13,7 +13,7 @@ Routes:
   OpenMetrics when the ``Accept`` header asks for it, gzipped when
   ``Accept-Encoding`` allows. Needs the ``metrics`` extra (501 without
   it); with it, creating the app registers the sage_resilience collector
-  and the attempt latency observer, so the latency histogram counts every
+  and the attempt latency hook, so the latency histogram counts every
   attempt from then on, not only those after the first scrape.
 - ``POST /breakers/{name}/open``, ``.../close``, ``.../reset``: operator
   controls; answer the breaker's new status entry.
@@ -68,7 +68,7 @@ _JSON: Final = b"application/json"
 
 
 def _enable_metrics() -> None:
-    """Register the collector and the latency observer, if installed.
+    """Register the collector and the latency hook, if installed.
 
     Done when the app is created rather than at the first scrape, so the
     latency histogram misses no attempt made before that scrape.
@@ -282,7 +282,7 @@ async def _metrics(scope: Scope, send: Send, *, head: bool) -> None:
             head=head,
         )
         return
-    # Idempotent; leaves the latency observer as the application set it.
+    # Idempotent; leaves the latency hook as the application set it.
     register_metrics(REGISTRY, attempt_latency=False)
     # The default registry's process collector reads /proc: not on the
     # event loop.

@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import pybreaker
 import tenacity
 
 # typing_extensions: pydantic (FastAPI response models) reads it on 3.11.
@@ -59,6 +58,7 @@ from sage_resilience._events import (
     logger,
 )
 from sage_resilience._policy import RetryHooks
+from sage_resilience._pybreaker import pybreaker
 from sage_resilience._retry import async_sleep, sync_sleep
 from sage_resilience._stats import describe_failure
 from sage_resilience.exceptions import CircuitOpenError

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-import pybreaker
+from sage_resilience._pybreaker import pybreaker
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

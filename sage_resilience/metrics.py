@@ -70,12 +70,15 @@ except ImportError as _missing:  # exercised in tests/test_extras.py
     raise ImportError(_msg) from _missing
 
 from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
+from sage_resilience._hooks import add_hook, remove_hook
 from sage_resilience.status import breaker_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from prometheus_client.metrics_core import Metric
+
+    from sage_resilience._hooks import AttemptFinished
 
 __all__ = [
     "CONTENT_TYPE",
@@ -145,8 +148,8 @@ _latency = Histogram(
 def observe_attempt(breaker: str, seconds: float) -> None:
     """Record one attempt's duration in the latency histogram.
 
-    This is the observer the engine calls once per attempt when attempt
-    latency is enabled; applications need not call it.
+    The latency hook does this for every attempt once attempt latency is
+    enabled; applications need not call it.
 
     Args:
         breaker: The policy name.
@@ -158,10 +161,11 @@ def observe_attempt(breaker: str, seconds: float) -> None:
 
 
 def enable_attempt_latency(enabled: bool = True) -> bool:
-    """Install (or remove) :func:`observe_attempt` as the attempt observer.
+    """Add (or remove) the latency histogram's hook.
 
-    The engine measures attempt durations only while an observer is
-    installed, so the call path costs nothing extra until then.
+    A hook like an application's (:mod:`sage_resilience.instrumentation`):
+    the engine measures attempt durations only while a hook wants them, so
+    the call path costs nothing extra until then.
 
     Args:
         enabled: Install when true, remove when false.
@@ -171,10 +175,25 @@ def enable_attempt_latency(enabled: bool = True) -> bool:
 
     .. versionadded:: 0.1.0
     """
-    from sage_resilience._policy import set_attempt_observer  # noqa: PLC0415
-
-    set_attempt_observer(observe_attempt if enabled else None)
+    if enabled:
+        add_hook(_LATENCY_HOOK)
+    else:
+        remove_hook(_LATENCY_HOOK)
     return True
+
+
+class _LatencyHook:
+    """The histogram as a hook: every attempt that ran, by breaker."""
+
+    __slots__ = ()
+
+    def on_attempt(self, details: AttemptFinished) -> None:
+        if details.outcome != "cancelled":
+            _latency.labels(details.breaker).observe(details.duration)
+
+
+#: The hook :func:`enable_attempt_latency` adds (one per process).
+_LATENCY_HOOK: Final = _LatencyHook()
 
 
 class ResilienceCollector:

@@ -154,7 +154,7 @@ class TestDispatch:
         ],
     )
     async def test_variant(self, settings, expected, monkeypatch):
-        # No latency observer (another test may have enabled the metrics).
+        # No attempt hook (another test may have enabled the metrics).
         monkeypatch.setattr(_attempt, "attempt_observer", None)
         p = make_policy(**settings)
         calls: list[str] = []

@@ -20,9 +20,8 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import pybreaker
-
 from sage_resilience._events import CLOSED
+from sage_resilience._pybreaker import pybreaker
 from sage_resilience._storage.machine import (
     RESET,
     Outcome,
