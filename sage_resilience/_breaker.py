@@ -59,20 +59,14 @@ from typing import TYPE_CHECKING, Any
 from sage_resilience import _hooks
 from sage_resilience._circuit import LOCAL_CLOCK, PROBE, Circuit
 from sage_resilience._classify import retry_after_of
-from sage_resilience._events import (
-    CALL_REJECTED,
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    Synced,
-    logger,
-)
+from sage_resilience._events import Synced, logger
 from sage_resilience._fleet import (
     CLAIM_WAIT,
     ClaimPending,
     Fleet,
     adopt_storage_state,
 )
+from sage_resilience._names import CALL_REJECTED, CLOSED, HALF_OPEN, OPEN
 from sage_resilience._pybreaker import pybreaker
 from sage_resilience._stats import GateStats, describe_failure
 from sage_resilience._storage import SharedStorage

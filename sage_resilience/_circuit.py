@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final
 
-from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
+from sage_resilience._names import CLOSED, HALF_OPEN, OPEN
 from sage_resilience._storage import LEASE_RESERVE
 from sage_resilience._window import TICKER, SlidingWindow
 

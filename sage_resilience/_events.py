@@ -22,27 +22,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-from sage_resilience._names import (
-    CALL_REJECTED,
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    RETRY_EXHAUSTED,
-    RETRY_SCHEDULED,
-    STATE_CHANGED,
-    STATE_SYNCED,
-)
+from sage_resilience._names import OPEN, STATE_CHANGED, STATE_SYNCED
 
 __all__ = [
-    "CALL_REJECTED",
-    "CLOSED",
-    "HALF_OPEN",
     "LOGGER_NAME",
-    "OPEN",
-    "RETRY_EXHAUSTED",
-    "RETRY_SCHEDULED",
-    "STATE_CHANGED",
-    "STATE_SYNCED",
     "EventLogger",
     "StateChange",
     "Synced",
@@ -164,6 +147,29 @@ def iso(ts: float | None) -> str | None:
 transition_listener: Callable[..., None] | None = None
 
 
+def _tell(
+    breaker: str,
+    old_state: str,
+    new_state: str,
+    reason: str,
+    failure_count: int,
+    last_failure: str | None = None,
+    last_cause: str | None = None,
+) -> None:
+    """Hand a transition to the state hooks, if any listen."""
+    listener = transition_listener
+    if listener is not None:
+        listener(
+            breaker,
+            old_state,
+            new_state,
+            reason,
+            failure_count,
+            last_failure,
+            last_cause,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class StateChange:
     """One circuit transition, as logged in ``circuit_state_changed``."""
@@ -212,17 +218,15 @@ class StateChange:
             logger.warning(STATE_CHANGED, **self.as_event())
         else:
             logger.info(STATE_CHANGED, **self.as_event())
-        listener = transition_listener
-        if listener is not None:
-            listener(
-                self.breaker,
-                self.old_state,
-                self.new_state,
-                self.reason,
-                self.failure_count,
-                self.last_failure,
-                self.last_cause,
-            )
+        _tell(
+            self.breaker,
+            self.old_state,
+            self.new_state,
+            self.reason,
+            self.failure_count,
+            self.last_failure,
+            self.last_cause,
+        )
 
 
 class Synced:
@@ -247,14 +251,4 @@ class Synced:
             new_state=self.new_state,
             storage=self.storage,
         )
-        listener = transition_listener
-        if listener is not None:
-            listener(
-                self.breaker,
-                self.old_state,
-                self.new_state,
-                "storage",
-                0,
-                None,
-                None,
-            )
+        _tell(self.breaker, self.old_state, self.new_state, "storage", 0)

@@ -23,7 +23,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from sage_resilience._circuit import CANONICAL
-from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
+from sage_resilience._names import CLOSED, HALF_OPEN, OPEN
 from sage_resilience._storage import (
     CLAIM_RETRY,
     LEASE_IDLE,

@@ -26,19 +26,6 @@ from sage_resilience._redact import redact
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = [
-    "ATTEMPT",
-    "REJECTED",
-    "RETRY",
-    "STATE",
-    "AttemptFinished",
-    "CallRejected",
-    "RetryScheduled",
-    "StateChange",
-    "add_hook",
-    "get_hooks",
-    "remove_hook",
-]
 
 Outcome = Literal["success", "failure", "ignored", "neutral", "cancelled"]
 #: ``(policy name, seconds, outcome, error)``.

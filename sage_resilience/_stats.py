@@ -14,8 +14,12 @@ from typing import TYPE_CHECKING, Final, cast
 # typing_extensions: pydantic (FastAPI response models) reads it on 3.11.
 from typing_extensions import TypedDict
 
-from sage_resilience._events import CLOSED, OPEN, StateChange, iso
-from sage_resilience._names import State  # noqa: TC001 - read by pydantic
+from sage_resilience._events import StateChange, iso
+from sage_resilience._names import (
+    CLOSED,
+    OPEN,
+    State,
+)
 from sage_resilience._redact import MAX_TEXT, redact, secrets_of
 from sage_resilience._window import WindowFigures  # noqa: TC001 - idem
 

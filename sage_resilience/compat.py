@@ -49,13 +49,13 @@ from typing_extensions import TypedDict
 from sage_resilience import _registry
 from sage_resilience._classify import COUNTED, Classifier
 from sage_resilience._config import Declaration, PolicyConfig
-from sage_resilience._events import (
+from sage_resilience._events import logger
+from sage_resilience._names import (
     CLOSED,
     HALF_OPEN,
     OPEN,
     RETRY_EXHAUSTED,
     RETRY_SCHEDULED,
-    logger,
 )
 from sage_resilience._policy import RetryHooks
 from sage_resilience._pybreaker import pybreaker

@@ -53,6 +53,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Final, Literal
 
+from sage_resilience._extras import missing_extra
+
 try:
     from prometheus_client import (
         CONTENT_TYPE_LATEST,
@@ -63,14 +65,12 @@ try:
     )
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 except ImportError as _missing:  # exercised in tests/test_extras.py
-    _msg = (
-        "sage_resilience.metrics needs the prometheus-client package, which "
-        "is not installed: pip install 'sage-resilience[metrics]'"
-    )
-    raise ImportError(_msg) from _missing
+    raise missing_extra(
+        "sage_resilience.metrics", "prometheus-client", "metrics"
+    ) from _missing
 
-from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
 from sage_resilience._hooks import add_hook, remove_hook
+from sage_resilience._names import CLOSED, HALF_OPEN, OPEN
 from sage_resilience.status import breaker_status
 
 if TYPE_CHECKING:

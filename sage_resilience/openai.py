@@ -37,14 +37,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Final
 
+from sage_resilience._extras import missing_extra
+
 try:
     import openai
-except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
-    _msg = (
-        "sage_resilience.openai needs the openai package, which is not "
-        "installed: pip install 'sage-resilience[openai]'"
-    )
-    raise ImportError(_msg) from _missing
+except ImportError as _missing:  # exercised in tests/test_extras.py
+    raise missing_extra(
+        "sage_resilience.openai", "openai", "openai"
+    ) from _missing
 
 from sage_resilience._policy import Policy
 from sage_resilience._registry import policy as _registered

@@ -36,14 +36,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from sage_resilience._extras import missing_extra
+
 try:
     from opentelemetry import metrics, trace
 except ImportError as _missing:  # exercised in tests/test_extras.py
-    _msg = (
-        "sage_resilience.otel needs the opentelemetry-api package, which is "
-        "not installed: pip install 'sage-resilience[otel]'"
-    )
-    raise ImportError(_msg) from _missing
+    raise missing_extra(
+        "sage_resilience.otel", "opentelemetry-api", "otel"
+    ) from _missing
 
 from sage_resilience import _registry
 from sage_resilience._hooks import add_hook, remove_hook

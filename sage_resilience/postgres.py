@@ -33,14 +33,14 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Final
 
+from sage_resilience._extras import missing_extra
+
 try:
     import asyncpg
-except ImportError as _missing:  # pragma: no cover - exercised in a test
-    _msg = (
-        "sage_resilience.postgres needs asyncpg, which is not installed: "
-        "pip install 'sage-resilience[postgres]'"
-    )
-    raise ImportError(_msg) from _missing
+except ImportError as _missing:  # exercised in tests/test_extras.py
+    raise missing_extra(
+        "sage_resilience.postgres", "asyncpg", "postgres"
+    ) from _missing
 
 from sage_resilience._attempt import acall_once
 from sage_resilience._policy import Policy

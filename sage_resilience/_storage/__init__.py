@@ -60,7 +60,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from sage_resilience._events import CLOSED
+from sage_resilience._names import CLOSED
 from sage_resilience._pybreaker import pybreaker
 from sage_resilience._storage.backend import (
     MAX_QUEUED,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from sage_resilience._events import CLOSED, HALF_OPEN, OPEN
+from sage_resilience._names import CLOSED, HALF_OPEN, OPEN
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

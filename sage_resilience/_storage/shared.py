@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from sage_resilience._events import CLOSED
+from sage_resilience._names import CLOSED
 from sage_resilience._pybreaker import pybreaker
 from sage_resilience._storage.machine import (
     RESET,
