@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 from sage_resilience import _hooks
 from sage_resilience._circuit import LOCAL_CLOCK, PROBE, Circuit
 from sage_resilience._classify import retry_after_of
-from sage_resilience._events import Synced, logger
+from sage_resilience._events import logger
 from sage_resilience._fleet import (
     CLAIM_WAIT,
     ClaimPending,
@@ -569,9 +569,7 @@ class Gate(Circuit):
             adopted = True
         self._enter(old, new, now, reason, adopted=adopted)
         if silent:
-            self._pending.append(
-                Synced(self.name, old, new, self.storage_name)
-            )
+            self._pending.append(self._stats.adopted(self, old, new))
             return
         self._pending.append(
             self._stats.state_change(self, old, new, reason, rejected, now)

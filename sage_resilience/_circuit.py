@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pybreaker
 
     from sage_resilience._config import PolicyConfig
-    from sage_resilience._events import StateChange, Synced
+    from sage_resilience._events import StateChange
     from sage_resilience._names import State
     from sage_resilience.exceptions import RefusalInfo
 
@@ -99,7 +99,7 @@ class Circuit:
         self._wall_base = time.time()
         self._local_base = LOCAL_CLOCK()
         self._lock = threading.Lock()
-        self._pending: list[StateChange | Synced] = []
+        self._pending: list[StateChange] = []
         self._refusal_info: RefusalInfo | None = None
         self._reason: str | None = None
 
@@ -308,7 +308,7 @@ class Circuit:
         timeout = self.config.timeout
         return max(LEASE_RESERVE, timeout or self.current_recovery_timeout)
 
-    def _take_events(self) -> list[StateChange | Synced]:
+    def _take_events(self) -> list[StateChange]:
         self._reason = None
         if not self._pending:
             return self._pending
@@ -316,7 +316,7 @@ class Circuit:
         return events
 
     @staticmethod
-    def _emit(events: list[StateChange | Synced]) -> None:
+    def _emit(events: list[StateChange]) -> None:
         for event in events:
             event.emit()
 

@@ -28,7 +28,6 @@ __all__ = [
     "LOGGER_NAME",
     "EventLogger",
     "StateChange",
-    "Synced",
     "iso",
     "logger",
 ]
@@ -141,54 +140,34 @@ def iso(ts: float | None) -> str | None:
     )
 
 
-#: Told of every transition this process logs or adopts, with (breaker,
-#: old state, new state, reason, failure count, last failure, last cause);
-#: set by :mod:`sage_resilience._hooks` while a state hook is installed.
-transition_listener: Callable[..., None] | None = None
-
-
-def _tell(
-    breaker: str,
-    old_state: str,
-    new_state: str,
-    reason: str,
-    failure_count: int,
-    last_failure: str | None = None,
-    last_cause: str | None = None,
-) -> None:
-    """Hand a transition to the state hooks, if any listen."""
-    listener = transition_listener
-    if listener is not None:
-        listener(
-            breaker,
-            old_state,
-            new_state,
-            reason,
-            failure_count,
-            last_failure,
-            last_cause,
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """One circuit transition, as logged in ``circuit_state_changed``."""
+    """A circuit moved from *old_state* to *new_state*.
+
+    The details of ``circuit_state_changed`` (and of ``on_state_change``
+    hooks). A transition another process made and this one adopted from a
+    shared storage has ``reason == "storage"`` and ``storage`` set (the
+    backend); it is logged as ``circuit_state_synced`` at debug level, and
+    its figures beyond the first seven fields are not known here.
+    """
 
     breaker: str
     old_state: str
     new_state: str
     reason: str
     failure_count: int
-    failure_threshold: int
-    recovery_timeout: float
-    recent_failures: tuple[float, ...]
-    failure_rate_per_min: int
-    last_failure: str | None
-    last_cause: str | None
-    rejected_while_open: int | None
-    platform: str
+    last_failure: str | None = None
+    last_cause: str | None = None
+    failure_threshold: int = 0
+    recovery_timeout: float = 0.0
+    recent_failures: tuple[float, ...] = ()
+    failure_rate_per_min: int = 0
+    rejected_while_open: int | None = None
+    platform: str = ""
     #: Seconds the circuit stays open (None unless opening, or forced).
     open_for: float | None = None
+    #: The shared storage it was adopted from; None when made here.
+    storage: str | None = None
 
     def as_event(self) -> dict[str, Any]:
         """The keys of the ``circuit_state_changed`` event."""
@@ -213,42 +192,31 @@ class StateChange:
         return event
 
     def emit(self) -> None:
-        """Log it (warning when the circuit opens, else info); tell hooks."""
-        if self.new_state == OPEN:
-            logger.warning(STATE_CHANGED, **self.as_event())
-        else:
-            logger.info(STATE_CHANGED, **self.as_event())
-        _tell(
-            self.breaker,
-            self.old_state,
-            self.new_state,
-            self.reason,
-            self.failure_count,
-            self.last_failure,
-            self.last_cause,
-        )
+        """Hand it to the state hooks, the event log first."""
+        deliver(self)
 
 
-class Synced:
-    """A transition adopted from a shared storage (made elsewhere)."""
+def log_state_change(change: StateChange) -> None:
+    """The event log's side of a transition (a hook's ``on_state_change``).
 
-    __slots__ = ("breaker", "new_state", "old_state", "storage")
-
-    def __init__(
-        self, breaker: str, old_state: str, new_state: str, storage: str
-    ) -> None:
-        self.breaker = breaker
-        self.old_state = old_state
-        self.new_state = new_state
-        self.storage = storage
-
-    def emit(self) -> None:
-        """Log it (``circuit_state_synced``, debug level); tell hooks."""
+    ``circuit_state_changed`` (warning when the circuit opens, else info),
+    or ``circuit_state_synced`` at debug level for an adopted one.
+    """
+    if change.storage is not None:
         logger.debug(
             STATE_SYNCED,
-            breaker=self.breaker,
-            old_state=self.old_state,
-            new_state=self.new_state,
-            storage=self.storage,
+            breaker=change.breaker,
+            old_state=change.old_state,
+            new_state=change.new_state,
+            storage=change.storage,
         )
-        _tell(self.breaker, self.old_state, self.new_state, "storage", 0)
+    elif change.new_state == OPEN:
+        logger.warning(STATE_CHANGED, **change.as_event())
+    else:
+        logger.info(STATE_CHANGED, **change.as_event())
+
+
+#: Where :meth:`StateChange.emit` sends a transition: every state hook,
+#: the event log first (set by :mod:`sage_resilience._hooks`; the log alone
+#: until then).
+deliver: Callable[[StateChange], None] = log_state_change

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sage_resilience._circuit import Circuit
-    from sage_resilience._events import StateChange, Synced
+    from sage_resilience._events import StateChange
     from sage_resilience._storage import Outcome
     from sage_resilience._storage.shared import _Op
 
@@ -246,12 +246,12 @@ class Fleet:
     def push_outcome(
         self,
         token: str | None,
-        events: list[StateChange | Synced],
+        events: list[StateChange],
         *,
         ok: bool,
         tripped: bool,
         reset: bool = False,
-    ) -> list[StateChange | Synced]:
+    ) -> list[StateChange]:
         """Tell the store about an outcome; the events it now owns go.
 
         A probe's verdict (*token*), an opening made here (*tripped*), or
@@ -277,7 +277,7 @@ class Fleet:
 
     def push_open(
         self,
-        events: list[StateChange | Synced],
+        events: list[StateChange],
         *,
         forced: bool,
         wait: bool = False,
@@ -293,7 +293,7 @@ class Fleet:
         )
 
     def push_close(
-        self, events: list[StateChange | Synced], *, reset: bool, wait: bool
+        self, events: list[StateChange], *, reset: bool, wait: bool
     ) -> _Op:
         """An operator closed (or reset) the circuit."""
         return self.shared.push_close(
@@ -406,7 +406,7 @@ class Fleet:
         gate = self._gate
         shared = self.shared
         with gate._lock:
-            out: list[StateChange | Synced] = []
+            out: list[StateChange] = []
             if ours:
                 # This process's operation made the transition: log it.
                 if not events and view.state == gate._state:

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from sage_resilience import _events
-from sage_resilience._events import logger
+from sage_resilience._events import StateChange, log_state_change, logger
+from sage_resilience._names import RETRY_SCHEDULED
 from sage_resilience._redact import redact
+from sage_resilience._stats import describe_failure
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,24 +33,6 @@ Outcome = Literal["success", "failure", "ignored", "neutral", "cancelled"]
 #: ``(policy name, seconds, outcome, error)``.
 AttemptObserver = "Callable[[str, float, Outcome, BaseException | None], None]"
 RejectReason = Literal["open", "half_open_full", "bulkhead"]
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """A circuit moved from *old_state* to *new_state*.
-
-    ``reason`` is the event's (``consecutive_failures``, ``failure_rate``,
-    ``probe_succeeded``, ... and ``storage`` for a transition another
-    process made and this one adopted); ``last_failure`` is redacted.
-    """
-
-    breaker: str
-    old_state: str
-    new_state: str
-    reason: str
-    failure_count: int
-    last_failure: str | None
-    last_cause: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +59,8 @@ class RetryScheduled:
     attempt: int
     wait: float
     error: BaseException | None
+    #: Attempts the call may make in all (``retry.attempts``).
+    max_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +131,10 @@ def clear() -> None:
 def _rebuild() -> None:
     """Recompute the per-kind tuples and the attempt observer (lock held)."""
     global STATE, ATTEMPT, RETRY, REJECTED  # noqa: PLW0603 - read on hot paths
-    STATE = _bound("on_state_change")
+    STATE = (EVENT_LOG.on_state_change, *_bound("on_state_change"))
     ATTEMPT = _bound("on_attempt")
-    RETRY = _bound("on_retry")
+    RETRY = (EVENT_LOG.on_retry, *_bound("on_retry"))
     REJECTED = _bound("on_rejected")
-    _events.transition_listener = state_changed if STATE else None
     _refresh_observer()
 
 
@@ -222,30 +207,9 @@ def dispatch(hooks: tuple[Callable[[Any], object], ...], details: Any) -> None:
         hook(details)
 
 
-def state_changed(
-    breaker: str,
-    old_state: str,
-    new_state: str,
-    reason: str,
-    failure_count: int,
-    last_failure: str | None,
-    last_cause: str | None,
-) -> None:
-    """A transition (made here or adopted from a store)."""
-    hooks = STATE
-    if hooks:
-        dispatch(
-            hooks,
-            StateChange(
-                breaker,
-                old_state,
-                new_state,
-                reason,
-                failure_count,
-                last_failure,
-                last_cause,
-            ),
-        )
+def _deliver(change: StateChange) -> None:
+    """Every state hook, the event log first (``StateChange.emit``)."""
+    dispatch(STATE, change)
 
 
 def rejected(breaker: str, reason: RejectReason, retry_after: float) -> None:
@@ -254,9 +218,47 @@ def rejected(breaker: str, reason: RejectReason, retry_after: float) -> None:
 
 
 def retry_scheduled(
-    breaker: str, attempt: int, wait: float, error: BaseException | None
+    breaker: str,
+    attempt: int,
+    wait: float,
+    error: BaseException | None,
+    max_attempts: int,
 ) -> None:
-    """A retry is about to sleep."""
-    hooks = RETRY
-    if hooks:
-        dispatch(hooks, RetryScheduled(breaker, attempt, wait, error))
+    """A retry is about to sleep: the event log and every retry hook."""
+    dispatch(
+        RETRY, RetryScheduled(breaker, attempt, wait, error, max_attempts)
+    )
+
+
+class _EventLog:
+    """The library's own events, written by a hook like an application's.
+
+    Always first, never listed by :func:`get_hooks` and never removed:
+    ``circuit_state_changed`` / ``circuit_state_synced`` and
+    ``retry_scheduled`` are its output. (``call_rejected`` is logged by the
+    gate, once per open period, from counts the rejection hooks do not
+    see.)
+    """
+
+    __slots__ = ()
+
+    on_state_change = staticmethod(log_state_change)
+
+    @staticmethod
+    def on_retry(details: RetryScheduled) -> None:
+        error = details.error
+        logger.info(
+            RETRY_SCHEDULED,
+            breaker=details.breaker,
+            attempt=details.attempt,
+            max_attempts=details.max_attempts,
+            wait=round(details.wait, 3),
+            error=None if error is None else describe_failure(error),
+        )
+
+
+#: The built-in hook (see :class:`_EventLog`).
+EVENT_LOG: Final = _EventLog()
+STATE = (EVENT_LOG.on_state_change,)
+RETRY = (EVENT_LOG.on_retry,)
+_events.deliver = _deliver

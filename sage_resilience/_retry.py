@@ -21,7 +21,7 @@ from sage_resilience import _hooks
 from sage_resilience._breaker import describe_failure
 from sage_resilience._classify import retry_after_of
 from sage_resilience._events import logger
-from sage_resilience._names import RETRY_EXHAUSTED, RETRY_SCHEDULED
+from sage_resilience._names import RETRY_EXHAUSTED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -218,18 +218,10 @@ def retry_callbacks(
         exc = outcome.exception() if outcome is not None else None
         if hooks is not None and hooks.before_retry is not None:
             _run_callback(name, hooks.before_retry, rs.attempt_number, exc)
-        logger.info(
-            RETRY_SCHEDULED,
-            breaker=name,
-            attempt=rs.attempt_number,
-            max_attempts=attempts,
-            wait=round(rs.upcoming_sleep, 3),
-            error=_describe(exc),
+        # Logged (retry_scheduled) by the event log hook, first of all.
+        _hooks.retry_scheduled(
+            name, rs.attempt_number, rs.upcoming_sleep, exc, attempts
         )
-        if _hooks.RETRY:
-            _hooks.retry_scheduled(
-                name, rs.attempt_number, rs.upcoming_sleep, exc
-            )
 
     def exhausted(rs: tenacity.RetryCallState) -> Any:
         outcome = rs.outcome

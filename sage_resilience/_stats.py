@@ -222,6 +222,19 @@ class GateStats:
             else None,
         )
 
+    def adopted(self, gate: Circuit, old: str, new: str) -> StateChange:
+        """A transition another process made, adopted from the store."""
+        return StateChange(
+            gate.name,
+            old,
+            new,
+            "storage",
+            gate.failure_count,
+            self.last_failure,
+            self.last_cause,
+            storage=gate.storage_name,
+        )
+
     def entry(self, gate: Circuit, now: float) -> GateEntry:
         """*gate*'s status entry (see ``docs/operations.md``)."""
         config = gate.config

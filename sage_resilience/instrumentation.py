@@ -15,7 +15,8 @@ details object::
     add_hook(Audit())
 
 * ``on_state_change(StateChange)`` -- every transition this process makes
-  or adopts from a shared storage (``reason == "storage"``);
+  or adopts from a shared storage (``reason == "storage"``), with the
+  figures of the ``circuit_state_changed`` event;
 * ``on_attempt(AttemptFinished)`` -- every attempt that ran, with its
   outcome (``success``, ``failure``, ``ignored``, ``neutral``,
   ``cancelled``) and duration;
@@ -27,19 +28,21 @@ Hooks run synchronously on the caller's thread (for async code: the event
 loop's), in the order they were added: keep them quick. A hook that raises
 never breaks a call nor the other hooks; its first error is logged
 (``hook_failed``) and the rest are swallowed. With no hook that has
-``on_attempt``, the success path does no extra work. The OpenTelemetry
-instruments (:mod:`sage_resilience.otel`) are a hook like any other.
+``on_attempt``, the success path does no extra work. The library's own
+events (``circuit_state_changed``, ``retry_scheduled``), the Prometheus
+latency histogram and the OpenTelemetry instruments
+(:mod:`sage_resilience.otel`) are hooks like any other.
 
 .. versionadded:: 0.2.0
 """
 
 from __future__ import annotations
 
+from sage_resilience._events import StateChange
 from sage_resilience._hooks import (
     AttemptFinished,
     CallRejected,
     RetryScheduled,
-    StateChange,
     add_hook,
     get_hooks,
     remove_hook,

@@ -56,11 +56,11 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, MeterProvider
     from opentelemetry.trace import TracerProvider
 
+    from sage_resilience._events import StateChange
     from sage_resilience._hooks import (
         AttemptFinished,
         CallRejected,
         RetryScheduled,
-        StateChange,
     )
 
 __all__ = ["instrument", "uninstrument"]

@@ -160,6 +160,42 @@ class TestWhatHooksSee:
             c.new_state for c in hook.of(StateChange)
         ]
 
+    def test_a_state_change_carries_the_events_figures(
+        self, events: Any
+    ) -> None:
+        """The library's own events are a hook's output: the event and the
+        details hooks get are the same facts."""
+        hook = Recorder()
+        add_hook(hook)
+        p = make_policy(failure_threshold=1, recovery_timeout=30)
+        with pytest.raises(Down):
+            p.call(down)
+        (change,) = hook.of(StateChange)
+        (logged,) = named(events, "circuit_state_changed")
+        assert change.as_event() == {
+            k: v for k, v in logged.items() if k not in {"event", "log_level"}
+        }
+        assert (1, 30.0, None) == (
+            change.failure_threshold,
+            change.open_for,
+            change.storage,
+        )
+        assert (hook,) == get_hooks()  # the event log is built in, unlisted
+
+    def test_retries_are_logged_by_the_same_path(self, events: Any) -> None:
+        hook = Recorder()
+        add_hook(hook)
+        p = make_policy(failure_threshold=10, retry={"attempts": 2})
+        with pytest.raises(Down):
+            p.call(down)
+        (retry,) = hook.of(RetryScheduled)
+        (logged,) = named(events, "retry_scheduled")
+        assert (retry.attempt, retry.max_attempts) == (
+            logged["attempt"],
+            logged["max_attempts"],
+        )
+        assert 2 == retry.max_attempts
+
     async def test_every_outcome_of_an_attempt(self) -> None:
         hook = Recorder()
         add_hook(hook)
