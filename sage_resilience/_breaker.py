@@ -306,10 +306,12 @@ class Gate(Circuit):
                     and (fleet is None or self._probes)
                     and now - self._half_open_at >= self._probe_wait()
                 ):
-                    # The probes hang: they lose their slots (and leases),
-                    # the circuit opens again (late verdicts are stale).
+                    # Hung probes lose slots and leases; late verdicts go.
+                    hung = fleet.lease() if fleet is not None else None
                     self._reason = "half_open_timeout"
                     self.breaker.open()
+                    if fleet is not None:
+                        fleet.hung(hung, self._take_events())
                 ticket = -1
                 error = self._reject(now)
             events = self._take_events()

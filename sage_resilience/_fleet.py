@@ -215,6 +215,22 @@ class Fleet:
         """The lease of a probe that ended, if it had one."""
         return self._leases.pop() if self._leases else None
 
+    def lease(self) -> str | None:
+        """The lease of this process's latest running probe, if any."""
+        return self._leases[-1] if self._leases else None
+
+    def hung(self, token: str | None, events: list[StateChange]) -> None:
+        """This process's probe (on *token*) hung past its wait: it failed.
+
+        The store reopens the circuit for the fleet (its lease has run out
+        meanwhile; if the store freed it already, the verdict is ignored
+        there and the next claim probes again).
+        """
+        if token is not None:
+            self.push_outcome(token, events, ok=False, tripped=False)
+        else:
+            self.push_open(events, forced=False)
+
     def release(self) -> None:
         """A cancelled probe gives its lease back."""
         if self._leases:
@@ -416,7 +432,10 @@ class Fleet:
                     # Opened here and confirmed: the store's times are
                     # what the fleet shows.
                     self.adopt_timing(view)
-                if view.state != gate._state:
+                if view.state != gate._state and not shared.optimistic():
+                    # (A later local transition still on its way to the
+                    # store is newer than this answer: its own answer
+                    # settles the state.)
                     self.apply_view(
                         view,
                         reason=_MADE_HERE.get(

@@ -355,6 +355,31 @@ class TestSharedCircuit:
         settle()
         assert "closed" == p.state  # the late verdict changed nothing
 
+    def test_a_late_answer_does_not_undo_a_newer_local_opening(
+        self, shared, events
+    ):
+        """The store's answer to an older operation is older than a local
+        transition still on its way: it must not move the gate back.
+
+        Found by tests/test_interleavings.py: a probe closes the circuit,
+        and before the store has answered that verdict the next failures
+        open it here at once. The verdict's answer (closed) closed the
+        gate again, letting calls through, until the opening's answer
+        reopened it.
+        """
+        p = make(shared, failure_threshold=2, recovery_timeout=0.05)
+        fail_times(p, 2)
+        settle()
+        time.sleep(0.08)
+        assert "ok" == attempt(p)  # the probe: closed, the verdict sent
+        assert ["Boom", "Boom"] == fail_times(p, 2)  # open here at once
+        assert "open" == p.state
+        settle()
+        assert "open" == p.state
+        assert ("open", "closed") not in transitions(
+            events, "circuit_state_synced"
+        )
+
     def test_a_failed_probe_reopens_everywhere(self, shared):
         """The probe's failure reopens the fleet's circuit."""
         a = make(shared, failure_threshold=1, recovery_timeout=0.2)
