@@ -10,8 +10,10 @@ memory bounded by the number of breakers and transitions.
 
 The work is split by step:
 
-* :mod:`.read`: one source at a time (plain or gzip, stdin too), line by
-  line, to events; timestamps are read by :mod:`.times`.
+* :mod:`.read`: one source at a time (plain or gzip, stdin too), block by
+  block, to events: runs of regular lines at once (:mod:`.bulk`), the
+  others line by line (:mod:`.lines`); timestamps are read by
+  :mod:`.times`.
 * :mod:`.summary`: the merged events of every source, aggregated into a
   :class:`Summary` (trips, time open, causes, flapping, timeline).
 * :mod:`.render`: the text table and the HTML page (inline SVG).

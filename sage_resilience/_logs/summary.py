@@ -21,6 +21,7 @@ from fnmatch import fnmatchcase
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from sage_resilience._logs.lines import _count, _hashable, _safe_text, _state
 from sage_resilience._logs.model import (
     _CLOSED,
     _OPEN,
@@ -37,12 +38,9 @@ from sage_resilience._logs.model import (
 from sage_resilience._logs.read import (
     _EXAMPLES,
     _PRE,
-    _count,
     _Event,
-    _hashable,
-    _safe_text,
+    _scratch,
     _Source,
-    _state,
 )
 from sage_resilience._logs.times import (
     _EPOCH,
@@ -423,8 +421,10 @@ def summarize(
     _check_flapping(flapping_trips, flapping_window)
     since_us = _time_bound(since, "since")
     until_us = _time_bound(until, "until")
+    scratch = _scratch()
     scanned = [
-        _Source(name, stream, since_us, until_us) for name, stream in sources
+        _Source(name, stream, since_us, until_us, scratch)
+        for name, stream in sources
     ]
     aggregator = _aggregate(scanned, _breaker_matcher(breakers))
     start, end = _period_of(scanned, since_us, until_us)
