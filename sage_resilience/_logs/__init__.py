@@ -24,17 +24,8 @@ The command itself (``sage-resilience logs summarize``) is
 
 from __future__ import annotations
 
-from sage_resilience._logs.model import (
-    EVENT_KEYS,
-    TIME_KEYS,
-    BreakerSummary,
-    Cause,
-    KeysSeen,
-    Segment,
-    SkippedLine,
-    Summary,
-    Transition,
-)
+from sage_resilience._logs import model
+from sage_resilience._logs.model import *  # noqa: F403 - the result types (model.__all__)
 from sage_resilience._logs.render import (
     DEFAULT_HTML_OUTPUT,
     render_html,
@@ -45,15 +36,6 @@ from sage_resilience._logs.times import parse_time, parse_timestamp
 
 __all__ = [
     "DEFAULT_HTML_OUTPUT",
-    "EVENT_KEYS",
-    "TIME_KEYS",
-    "BreakerSummary",
-    "Cause",
-    "KeysSeen",
-    "Segment",
-    "SkippedLine",
-    "Summary",
-    "Transition",
     "normalise_cause",
     "parse_time",
     "parse_timestamp",
@@ -61,3 +43,4 @@ __all__ = [
     "render_table",
     "summarize",
 ]
+__all__ += model.__all__

@@ -16,11 +16,11 @@ from typing import Any, Final
 from sage_resilience._logs.model import (
     _EVENTS,
     EVENT_KEYS,
-    STATE_CHANGED,
     TIME_KEYS,
     KeysSeen,
 )
 from sage_resilience._logs.times import _MAX_US, _moment, parse_timestamp
+from sage_resilience._names import STATE_CHANGED
 
 __all__: list[str] = []
 
@@ -61,6 +61,9 @@ def _raw_time_us(line: bytes) -> int | None:
     return None
 
 
+_DIGITS: Final = b"0123456789"
+
+
 @dataclass(frozen=True, slots=True)
 class _SortableTime:
     """A fixed-width time format whose bytes sort in time order.
@@ -79,6 +82,19 @@ class _SortableTime:
     unit_us: int  # its resolution
     template: str  # the value, from the fields of a datetime
 
+    @classmethod
+    def of(cls, marker: bytes, unit_us: int, template: str) -> _SortableTime:
+        """The shape of *template*'s values (width, skeleton, zone)."""
+        sample = cls(marker, 0, b"", b"", unit_us, template).render(0)
+        return cls(
+            marker=marker,
+            width=len(sample),
+            skeleton=sample.translate(None, _DIGITS),
+            tail=template.rpartition("}")[2].encode(),
+            unit_us=unit_us,
+            template=template,
+        )
+
     def render(self, us: int) -> bytes:
         """The value of this shape for *us* (a multiple of unit_us)."""
         m = _moment(us)
@@ -96,36 +112,24 @@ class _SortableTime:
 
 _SORTABLE: Final = (
     # python logging's asctime, naive (read as UTC): python-json-logger.
-    _SortableTime(
-        marker=b'"asctime": "',
-        width=23,
-        skeleton=b"-- ::,",
-        tail=b"",
-        unit_us=1000,
-        template="{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d},{ms:03d}",
+    _SortableTime.of(
+        b'"asctime": "',
+        1000,
+        "{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d},{ms:03d}",
     ),
     # ECS (ecs-logging): milliseconds and Z.
-    _SortableTime(
-        marker=b'"@timestamp":"',
-        width=24,
-        skeleton=b"--T::.Z",
-        tail=b"Z",
-        unit_us=1000,
-        template="{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z",
+    _SortableTime.of(
+        b'"@timestamp":"',
+        1000,
+        "{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z",
     ),
     # python-json-logger's timestamp=True: microseconds and +00:00.
-    _SortableTime(
-        marker=b'"timestamp": "',
-        width=32,
-        skeleton=b"--T::.+:",
-        tail=b"+00:00",
-        unit_us=1,
-        template=(
-            "{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{us:06d}+00:00"
-        ),
+    _SortableTime.of(
+        b'"timestamp": "',
+        1,
+        "{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{us:06d}+00:00",
     ),
 )
-_DIGITS: Final = b"0123456789"
 
 
 def _sortable_bounds(

@@ -47,11 +47,11 @@ from sage_resilience._logs.lines import (
 )
 from sage_resilience._logs.model import (
     _EVENTS,
-    STATE_CHANGED,
     KeysSeen,
     SkippedLine,
 )
 from sage_resilience._logs.times import _canonical, parse_timestamp
+from sage_resilience._names import STATE_CHANGED
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
