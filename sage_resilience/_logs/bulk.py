@@ -152,23 +152,46 @@ def marked_lines(data: bytes) -> tuple[list[tuple[int, int]], int]:
     return marked, newlines + count(b"\n", done)
 
 
-def window_extremes(values: list[bytes], lo: bytes, hi: bytes) -> Extremes:
+def _without(values: list[bytes], excluded: list[int]) -> list[bytes]:
+    """*values* but those at the (increasing) indices *excluded*."""
+    kept: list[bytes] = []
+    after = 0
+    for index in excluded:
+        kept += values[after:index]
+        after = index + 1
+    kept += values[after:]
+    return kept
+
+
+def window_extremes(
+    values: list[bytes], lo: bytes, hi: bytes, excluded: list[int]
+) -> Extremes:
     """What the line scanner finds for *values* against [lo, hi].
 
     (largest value inside, smallest, one below lo, one above hi), values
     compared on their first 28 bytes, as the line scanner compares them
-    one at a time: NO_TOP and NO_BOTTOM when none is inside.
+    one at a time: NO_TOP and NO_BOTTOM when none is inside. The values at
+    the indices *excluded* (lines parsed instead) are left out.
     """
+    # The piece starting with the largest value is the largest piece.
+    high = max(values, default=b"")
+    low = min(values, default=b"")
+    if excluded and any(
+        values[index] is high or values[index] is low for index in excluded
+    ):
+        values = _without(values, excluded)
+        excluded = []
+        high = max(values, default=b"")
+        low = min(values, default=b"")
     if not values:
         return NO_TOP, NO_BOTTOM, False, False
-    # The piece starting with the largest value is the largest piece.
-    top = max(values)[:_WIDTH]
-    bottom = min(values)[:_WIDTH]
+    top = high[:_WIDTH]
+    bottom = low[:_WIDTH]
     if lo <= bottom and top <= hi:
         return top, bottom, False, False
     if top < lo:
         return NO_TOP, NO_BOTTOM, True, False
-    raws = [value[:_WIDTH] for value in values]
+    raws = [value[:_WIDTH] for value in _without(values, excluded)]
     inside = [raw for raw in raws if lo <= raw <= hi]
     before = bottom < lo
     after = any(raw > hi for raw in raws if raw >= lo)

@@ -427,21 +427,14 @@ class _Source:
     ) -> None:
         """A regular region: its times at once, its event lines parsed."""
         values = pieces[1:]  # the value of line i starts values[i]
-        if marked:
-            kept: list[bytes] = []
-            after = 0
-            for start, index in marked:
-                kept += values[after:index]
-                after = index + 1
-                end = data.find(b"\n", start)
-                line = data[start:] if end < 0 else data[start:end]
-                event = self._parse(line, lineno + index + 1)
-                if event is not None:
-                    found.append(event)
-            kept += values[after:]
-            values = kept
+        for start, index in marked:
+            end = data.find(b"\n", start)
+            line = data[start:] if end < 0 else data[start:end]
+            event = self._parse(line, lineno + index + 1)
+            if event is not None:
+                found.append(event)
         top, bottom, before, after_until = window_extremes(
-            values, self._lo, self._hi
+            values, self._lo, self._hi, [index for _, index in marked]
         )
         self.before_since = self.before_since or before
         self.after_until = self.after_until or after_until
