@@ -70,7 +70,8 @@ _MAX_LINE: Final = 8 << 20
 _GZIP_FREE: Final = 4 << 20
 _GZIP_MAX_RATIO: Final = 100
 _EXAMPLES: Final = 5
-# A block whose first line ends with CRLF, or its last: CRLF, read as LF.
+# A block ending with CR, or with a CRLF in its first _CRLF_LOOK bytes, is
+# read with LF line ends: the same, since odd lines are looked at stripped.
 _CRLF_LOOK: Final = 64 << 10
 # Regions of fewer lines that are not regular are read a line at a time.
 _FEW_LINES: Final = 64
