@@ -1,18 +1,31 @@
-"""Benchmark ``logs summarize`` against a jq filter on the same log.
+"""Benchmark ``logs summarize`` against ``grep -c`` (and jq) on the same logs.
 
-Generates a JSON-lines log of the requested size (default 1 GB) the way a
-Sage service writes it through structlog (request lines, retries, circuit
-transitions of four breakers), then times, each in a child process on the
-same file:
+Generates two JSON-lines logs of the requested size (default 1 GB each)
+the way a Sage service writes them through structlog (request lines,
+retries, circuit transitions of four breakers):
 
-* ``sage_resilience._logs.summarize`` (the whole analysis, JSON report),
-* ``jq -c 'select(.event=="circuit_state_changed")'`` (only a filter),
-* ``wc -l`` (reading the file, for reference).
+* the standard log (98.8 % request lines, 1 % retries, some rejections and
+  transitions),
+* a log where 99 % of the lines are request lines (--request-share), the
+  other 1 % split as in the standard log,
 
-and prints throughput (MB/s) and peak memory (max RSS of the child).
+then times, each in a child process on the same file:
 
-    python benchmarks/logs.py                  # 1 GB
+* ``sage-resilience logs summarize FILE --format json`` (the whole
+  analysis),
+* ``grep -c circuit_state_changed FILE`` (one substring, counted),
+* ``jq -c 'select(.event=="circuit_state_changed")'`` (only a filter,
+  when jq is installed),
+* ``wc -l`` (reading the file, for reference),
+
+and prints throughput (MB/s), CPU seconds, peak memory (max RSS of the
+child) and the ratio of ``logs summarize``'s MB/s to ``grep -c``'s: the
+machine's speed divides out of it.
+
+    python benchmarks/logs.py                  # 1 GB logs
     python benchmarks/logs.py --size-mb 200 --repeat 3
+    python benchmarks/logs.py --keep /tmp/logs # keep (and reuse) the logs
+    python benchmarks/logs.py --file app.log   # only this log
 """
 
 from __future__ import annotations
@@ -49,22 +62,30 @@ FAILURES = {
 PATHS = ("/api/memories", "/api/search", "/api/chat", "/health", "/api/embed")
 NEXT = {"closed": "open", "open": "half-open"}
 
-OUR_CODE = """
-import json, sys
-from sage_resilience._logs import summarize
-with open(sys.argv[1], "rb") as stream:
-    summary = summarize([(sys.argv[1], stream)])
-report = summary.to_json()
-sys.stdout.write(json.dumps(report))
-print(len(report["timeline"]), "transitions", file=sys.stderr)
-"""
+# The command, as installed; `python -m sage_resilience` runs the same.
+OUR_COMMAND = [sys.executable, "-m", "sage_resilience", "logs", "summarize"]
 
 BASELINE_CODE = "import sage_resilience._logs"
 
 
-def generate(path: Path, size: int, seed: int = 1) -> dict[str, int]:
-    """Write a log of about *size* bytes; return what it holds."""
+# Shares of the lines of the standard log: transitions, retries, rejections
+# (the rest are request lines).
+SHARES = (0.0005, 0.0095, 0.002)
+
+
+def generate(
+    path: Path, size: int, seed: int = 1, events: float = sum(SHARES)
+) -> dict[str, int]:
+    """Write a log of about *size* bytes; return what it holds.
+
+    *events* is the share of lines that are resilience events (split as
+    in the standard log); the others are request lines.
+    """
     rng = random.Random(seed)
+    scale = events / sum(SHARES)
+    transitions = SHARES[0] * scale
+    retries = transitions + SHARES[1] * scale
+    rejections = retries + SHARES[2] * scale
     moment = dt.datetime(2026, 11, 27, 20, 0, tzinfo=dt.UTC)
     states = dict.fromkeys(BREAKERS, "closed")
     counts = {"lines": 0, "transitions": 0, "retries": 0}
@@ -76,7 +97,7 @@ def generate(path: Path, size: int, seed: int = 1) -> dict[str, int]:
             ts = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             roll = rng.random()
             breaker = BREAKERS[rng.randrange(4)]
-            if roll < 0.0005:
+            if roll < transitions:
                 old = states[breaker]
                 new = NEXT.get(old) or rng.choice(("open", "closed"))
                 states[breaker] = new
@@ -106,7 +127,7 @@ def generate(path: Path, size: int, seed: int = 1) -> dict[str, int]:
                 )
                 text = json.dumps(event)
                 counts["transitions"] += 1
-            elif roll < 0.01:
+            elif roll < retries:
                 text = (
                     f'{{"breaker": "{breaker}", "attempt": 1, '
                     f'"max_attempts": 3, "wait": {rng.random():.3f}, '
@@ -116,7 +137,7 @@ def generate(path: Path, size: int, seed: int = 1) -> dict[str, int]:
                     f'"timestamp": "{ts}"}}'
                 )
                 counts["retries"] += 1
-            elif roll < 0.012:
+            elif roll < rejections:
                 text = (
                     f'{{"breaker": "{breaker}", "retry_after": '
                     f'{rng.random() * 30:.2f}, "event": "call_rejected", '
@@ -158,8 +179,8 @@ def _hwm_kb(pid: int, exe: str) -> int | None:
     return None
 
 
-def measure(argv: list[str]) -> tuple[float, float, int, str]:
-    """Run *argv*: (seconds, peak RSS in MB, exit code, its stderr).
+def measure(argv: list[str]) -> tuple[float, float, float, int, str]:
+    """Run *argv*: (seconds, CPU seconds, peak RSS MB, exit code, stderr).
 
     Peak memory is the child's VmHWM read from /proc while it runs (after
     exec). getrusage's ru_maxrss of a child is not used alone: it keeps the
@@ -167,11 +188,14 @@ def measure(argv: list[str]) -> tuple[float, float, int, str]:
     at fork time. It is the fallback for children too quick to sample.
     """
     exe = os.path.realpath(shutil.which(argv[0]) or argv[0])
-    with tempfile.TemporaryFile() as errors:
+    # Output to a file, not /dev/null: GNU grep stops at the first match
+    # when its output is /dev/null.
+    with (
+        tempfile.TemporaryFile() as output,
+        tempfile.TemporaryFile() as errors,
+    ):
         started = time.perf_counter()
-        child = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=errors
-        )
+        child = subprocess.Popen(argv, stdout=output, stderr=errors)
         peak_kb = 0
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -185,87 +209,143 @@ def measure(argv: list[str]) -> tuple[float, float, int, str]:
         message = errors.read().decode(errors="replace").strip()
     if not peak_kb:
         peak_kb = usage.ru_maxrss
-    return elapsed, peak_kb / 1024, child.returncode, message
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, cpu, peak_kb / 1024, child.returncode, message
+
+
+def _best(argv: list[str], repeat: int) -> tuple[float, float, float]:
+    """(seconds, CPU seconds, peak RSS MB): the fastest of *repeat* runs."""
+    best = None
+    for _ in range(repeat):
+        result = measure(argv)
+        if result[3] != 0:
+            print(
+                f"{argv[0]} failed (exit {result[3]}): {result[4]}",
+                file=sys.stderr,
+            )
+        if best is None or result[0] < best[0]:
+            best = result
+    assert best is not None
+    return best[0], best[1], best[2]
+
+
+def bench(path: Path, repeat: int) -> dict[str, tuple[float, float, float]]:
+    """Time every tool on *path*: name -> (seconds, CPU s, peak RSS MB)."""
+    runs: list[tuple[str, list[str]]] = [
+        ("wc -l (read only)", ["wc", "-l", str(path)]),
+        (
+            "grep -c circuit_state_changed",
+            ["grep", "-c", "circuit_state_changed", str(path)],
+        ),
+        (
+            "sage-resilience logs summarize",
+            [*OUR_COMMAND, str(path), "--format", "json"],
+        ),
+    ]
+    jq = shutil.which("jq")
+    if jq:
+        runs.append(
+            (
+                "jq select(circuit_state_changed)",
+                [
+                    jq,
+                    "-c",
+                    'select(.event=="circuit_state_changed")',
+                    str(path),
+                ],
+            )
+        )
+    return {name: _best(argv, repeat) for name, argv in runs}
+
+
+def report(path: Path, rows: dict[str, tuple[float, float, float]]) -> float:
+    """Print one log's table; return summarize's MB/s over grep -c's."""
+    size_mb = path.stat().st_size / 1e6
+    print(f"\nlog: {size_mb:,.0f} MB ({path.name})")
+    print(
+        f"{'tool':34} {'seconds':>8} {'MB/s':>8} {'CPU s':>7} {'peak RSS MB':>12}"
+    )
+    for name, (seconds, cpu, rss) in rows.items():
+        print(
+            f"{name:34} {seconds:8.2f} {size_mb / seconds:8.1f} {cpu:7.2f} {rss:12.1f}"
+        )
+    ours = rows["sage-resilience logs summarize"]
+    grep = rows["grep -c circuit_state_changed"]
+    ratio = grep[0] / ours[0]
+    print(
+        f"logs summarize: {size_mb / ours[0]:.0f} MB/s, {ratio:.2f} x grep -c "
+        f"({size_mb / grep[0]:.0f} MB/s); peak memory goal < 100 MB: "
+        f"{'met' if ours[2] < 100 else 'MISSED'}"
+    )
+    return ratio
+
+
+def _logs(args: argparse.Namespace, directory: Path) -> list[Path]:
+    """The logs to time, generated when missing."""
+    if args.file is not None:
+        wanted = [(args.file, sum(SHARES))]
+    else:
+        wanted = [
+            (directory / f"standard-{args.size_mb}mb.jsonl", sum(SHARES)),
+            (
+                directory / f"requests-{args.size_mb}mb.jsonl",
+                1 - args.request_share,
+            ),
+        ]
+    for path, events in wanted:
+        if path.exists():
+            continue
+        started = time.perf_counter()
+        counts = generate(path, args.size_mb * 1024 * 1024, events=events)
+        print(
+            f"generated {path} in {time.perf_counter() - started:.1f}s: "
+            f"{counts['lines']:,} lines, {counts['transitions']:,} "
+            f"transitions, {counts['retries']:,} retries",
+            file=sys.stderr,
+        )
+    return [path for path, _ in wanted]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument(
+        "--size-mb", type=int, default=1024, help="size of each log"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="best of N")
-    parser.add_argument("--file", type=Path, help="use/keep this log file")
+    parser.add_argument(
+        "--request-share",
+        type=float,
+        default=0.99,
+        help="share of request lines in the second log (default 0.99)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="keep (and reuse) the logs in this directory"
+    )
+    parser.add_argument(
+        "--file", type=Path, help="time only this log (generated if missing)"
+    )
     args = parser.parse_args()
+    if not shutil.which("jq"):
+        print("jq not found (apt-get install jq): not timed", file=sys.stderr)
 
-    directory = Path(tempfile.mkdtemp(prefix="sage-logs-bench-"))
-    path = args.file or directory / f"log-{args.size_mb}mb.jsonl"
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="sage-logs-bench-"))
+    directory.mkdir(parents=True, exist_ok=True)
     try:
-        if not path.exists():
-            started = time.perf_counter()
-            counts = generate(path, args.size_mb * 1024 * 1024)
-            print(
-                f"generated {path} in {time.perf_counter() - started:.1f}s: "
-                f"{counts['lines']:,} lines, {counts['transitions']:,} "
-                f"transitions, {counts['retries']:,} retries",
-                file=sys.stderr,
-            )
-        size_mb = path.stat().st_size / 1e6
-        runs: list[tuple[str, list[str]]] = [
-            ("wc -l (read only)", ["wc", "-l", str(path)]),
-            (
-                "sage_resilience summarize",
-                [sys.executable, "-c", OUR_CODE, str(path)],
-            ),
+        ratios = [
+            report(path, bench(path, args.repeat))
+            for path in _logs(args, directory)
         ]
-        jq = shutil.which("jq")
-        if jq:
-            runs.append(
-                (
-                    "jq select(circuit_state_changed)",
-                    [
-                        jq,
-                        "-c",
-                        'select(.event=="circuit_state_changed")',
-                        str(path),
-                    ],
-                )
-            )
-        else:
-            print("jq not found: apt-get install jq", file=sys.stderr)
-        rows = []
-        for name, argv in runs:
-            best = None
-            for _ in range(args.repeat):
-                result = measure(argv)
-                if result[2] != 0:
-                    print(
-                        f"{name} failed (exit {result[2]}): {result[3]}",
-                        file=sys.stderr,
-                    )
-                if best is None or result[0] < best[0]:
-                    best = result
-            assert best is not None
-            rows.append(best_row := (name, *best[:3]))
-            if best[3]:
-                print(f"{best_row[0]}: {best[3]}", file=sys.stderr)
-        baseline_rss = measure([sys.executable, "-c", BASELINE_CODE])[1]
-
-        print(f"\nlog: {size_mb:,.0f} MB ({path.name}), best of {args.repeat}")
-        print(f"{'tool':34} {'seconds':>8} {'MB/s':>8} {'peak RSS MB':>12}")
-        for name, seconds, rss, _ in rows:
-            print(
-                f"{name:34} {seconds:8.2f} {size_mb / seconds:8.1f} {rss:12.1f}"
-            )
+        baseline_rss = measure([sys.executable, "-c", BASELINE_CODE])[2]
         print(
-            f"(python + import sage_resilience alone: {baseline_rss:.1f} MB)"
+            f"\nbest of {args.repeat}; python + import sage_resilience alone: "
+            f"{baseline_rss:.1f} MB"
         )
-        ours = next(r for r in rows if r[0].startswith("sage"))
-        theirs = next((r for r in rows if r[0].startswith("jq")), None)
-        if theirs is not None:
-            print(f"speed vs jq: {theirs[1] / ours[1]:.2f}x")
         print(
-            f"peak memory goal < 100 MB: {'met' if ours[2] < 100 else 'MISSED'}"
+            "logs summarize / grep -c (MB/s): "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
         )
     finally:
-        if args.file is None:
+        if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)
     return 0
 

@@ -1789,6 +1789,236 @@ class TestSortableShapes:
         )
 
 
+def line_by_line(
+    files: list[bytes], block: int = 1 << 20, **options: Any
+) -> _logs.Summary:
+    """summary_of(*files) with every line looked at one by one.
+
+    The scanner's other path, checking whole runs of regular lines at once
+    (logs_read.regular), is turned off: the results must be the same.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logs_read, "_BLOCK", block)
+        patch.setattr(logs_read, "regular", lambda _data, _count: None)
+        return summary_of(*files, **options)
+
+
+def by_blocks(
+    files: list[bytes], block: int = 1 << 20, **options: Any
+) -> _logs.Summary:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logs_read, "_BLOCK", block)
+        return summary_of(*files, **options)
+
+
+def request(seconds: float, **keys: Any) -> str:
+    """An ordinary request line, its canonical timestamp last."""
+    return line(seconds, "request_finished", path="/api/chat", **keys)
+
+
+# Lines of every kind the block scanner must tell from regular ones; {t}
+# is a canonical timestamp.
+ODD_LINES = (
+    '{{"path": "/a", "timestamp": "{t}", "status": 200}}',  # not last
+    '{{"path": "/a"}}',  # no timestamp
+    '{{"timestamp": "timestamp": "{t}"}}',  # an overlapping key first
+    '{{"timestamp": "{t}", "timestamp": "{t}"}}',  # two keys
+    '{{"x": "\\"timestamp\\": \\"", "timestamp": "{t}"}}',  # escaped key
+    '{{"timestamp": "9999-99-99T99:99:99.999999Z"}}',  # shaped, not a time
+    '{{"timestamp": "0000000000T00000000.000000Z"}}',  # shaped, not a time
+    '{{"timestamp": "{t}X"}}',  # one byte too many
+    # The value's fixed bytes, one at a time not what they should be.
+    '{{"timestamp": "2026-11-27X22:00:00.000000Z"}}',
+    '{{"timestamp": "2026-11-27T22:00:00X000000Z"}}',
+    '{{"timestamp": "2026-11-27T22:00:00.0000000"}}',
+    '{{"timestamp": "{t}"]',
+    '["timestamp": "{t}"}}',
+    '{{"asctime": "2026-11-27 22:00:05,000", "msg": "x"}}',
+    '{{"@timestamp":"2026-11-27T22:00:07.000Z", "m": 1}}',
+    '{{"ts": "x", "timestamp": "{t}"}}',
+    '{{"msg": "retry_ later", "timestamp": "{t}"}}',  # names an event
+    '{{"event": "retry_scheduled", "breaker": "db", "timestamp": "{t}"}}',
+    '{{"event": "call_rejected", "timestamp": "{t}"}}',  # no breaker
+    '{{"event": "circuit_state_changed", "timestamp": "{t}", bad}}',
+    ' {{"timestamp": "{t}"}} ',  # stripped
+    '{{"timestamp": "{t}"}}\r',
+    "{{",
+    "plain text",
+    "",
+)
+
+
+class TestBlockScanner:
+    """Regular lines checked a block at once, the rest one by one: the same."""
+
+    def test_regular_blocks_are_read_at_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A structlog log goes through the block path (not line by line)."""
+        calls = []
+        original = logs_read._Source._lines
+
+        def spy(source: Any, lines: list[bytes], *rest: Any) -> None:
+            calls.append(len(lines))
+            original(source, lines, *rest)
+
+        monkeypatch.setattr(logs_read._Source, "_lines", spy)
+        log = [request(i / 10) for i in range(5000)]
+        log[2500] = change(250, "db", "closed", "open")
+        summary = summary_of(log)
+        assert (5000, 0, 1) == (summary.lines, summary.skipped, summary.events)
+        assert [] == calls
+
+    @pytest.mark.parametrize("odd", ODD_LINES)
+    @pytest.mark.parametrize("where", [0, 1, 150, 298, 299])
+    def test_an_odd_line_among_regular_ones(
+        self, odd: str, where: int
+    ) -> None:
+        """One odd line anywhere in a run of regular lines."""
+        log = [request(i / 2) for i in range(300)]
+        log[where] = odd.format(t=at(200 - where))
+        for newline, block in (
+            ("\n", 1 << 20),
+            ("\r\n", 1 << 20),
+            ("\n", 997),
+        ):
+            data = (newline.join(log) + newline).encode()
+            for options in ({}, {"since": at(40.25), "until": at(120.75)}):
+                assert line_by_line([data], block, **options) == by_blocks(
+                    [data], block, **options
+                )
+
+    @pytest.mark.parametrize("block", [7, 64, 1000, 1 << 20])
+    @pytest.mark.parametrize("newline", ["\n", "\r\n"])
+    @pytest.mark.parametrize("final_newline", [True, False])
+    def test_odd_lines_among_regular_ones(
+        self, block: int, newline: str, *, final_newline: bool
+    ) -> None:
+        """Each odd line at the start, middle and end of regular runs."""
+        log = [request(i) for i in range(300)]
+        for position, odd in enumerate(ODD_LINES):
+            log.insert(position * 15 % 300, odd.format(t=at(position)))
+        log.insert(0, ODD_LINES[position % len(ODD_LINES)].format(t=at(1)))
+        log.append(ODD_LINES[0].format(t=at(400)))
+        text = newline.join(log) + (newline if final_newline else "")
+        data = text.encode()
+        for options in ({}, {"since": at(100), "until": at(200)}):
+            expected = line_by_line([data], block, **options)
+            assert expected == by_blocks([data], block, **options)
+        assert expected.skipped > 0
+
+    def test_a_line_across_blocks(self) -> None:
+        """Lines cut by every block boundary, and one longer than a block."""
+        log = [request(i) for i in range(200)]
+        log[100] = request(100, padding="x" * 5000)
+        data = text_of(log)
+        for block in (50, 255, 256, 257, 4096):
+            expected = line_by_line([data], block)
+            assert expected == by_blocks([data], block)
+            assert (200, 0) == (expected.lines, expected.skipped)
+
+    def test_huge_line(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A line over the limit is skipped; the regular runs around it not.
+
+        (The limit applies to a line that outgrows its block.)
+        """
+        monkeypatch.setattr(logs_read, "_MAX_LINE", 3000)
+        log = [request(i) for i in range(100)]
+        log[50] = request(50, padding="x" * 10_000)
+        for block, skipped in ((1000, [(51, "line too long")]), (1 << 20, [])):
+            expected = line_by_line([text_of(log)], block)
+            assert expected == by_blocks([text_of(log)], block)
+            assert skipped == [
+                (e.line, e.reason) for e in expected.skipped_examples
+            ]
+
+    @pytest.mark.parametrize(
+        ("since", "until", "period"),
+        [
+            (2.5, 6.5, (2.5, 6.5)),
+            (3, 6, (3, 6)),
+            (-1, 6.5, (0, 6.5)),
+            (2.5, 20, (2.5, 9)),
+            (-5, -1, None),
+            (20, 30, None),
+        ],
+    )
+    def test_window_across_a_regular_run(
+        self, since: float, until: float, period: tuple[float, float] | None
+    ) -> None:
+        """Lines before --since and after --until inside one regular run."""
+        log = [request(i) for i in range(10)]
+        log.append(change(4.5, "db", "closed", "open"))
+        options = {"since": at(since), "until": at(until)}
+        summary = summary_of(log, **options)
+        assert summary == line_by_line([text_of(log)], **options)
+        if period is not None:
+            start = parse_timestamp(at(0))
+            assert start is not None
+            assert summary.start_us is not None
+            assert summary.end_us is not None
+            assert period == (
+                (summary.start_us - start) / 1_000_000,
+                (summary.end_us - start) / 1_000_000,
+            )
+
+    def test_lines_out_of_order_give_the_period(self) -> None:
+        """The period is the lines' extremes, wherever they are."""
+        log = [request(50 - i % 7) for i in range(1000)]
+        log[500] = request(-30)
+        log[700] = request(900)
+        log.append(change(10, "db", "closed", "open"))
+        summary = summary_of(log)
+        assert (-30, 900) == (
+            (summary.start_us - parse_timestamp(at(0))) // 1_000_000,
+            (summary.end_us - parse_timestamp(at(0))) // 1_000_000,
+        )
+        assert summary == line_by_line([text_of(log)])
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ODD_LINES) | st.just("{regular}"),
+                st.integers(min_value=-100, max_value=100),
+            ),
+            max_size=60,
+        ),
+        st.sampled_from([16, 64, 300, 1 << 20]),
+        st.sampled_from(["\n", "\r\n"]),
+        st.booleans(),
+        st.none() | st.integers(min_value=-100, max_value=100),
+        st.none() | st.integers(min_value=-100, max_value=100),
+    )
+    def test_same_results_as_line_by_line(
+        self,
+        lines: list[tuple[str, int]],
+        block: int,
+        newline: str,
+        final_newline: bool,
+        since: int | None,
+        until: int | None,
+    ) -> None:
+        """Random logs, mostly regular lines: the same Summary either way."""
+        text = newline.join(
+            request(t) if shape == "{regular}" else shape.format(t=at(t))
+            for shape, t in lines
+            for _ in range(3 if shape == "{regular}" else 1)
+        )
+        data = (text + (newline if final_newline else "")).encode()
+        options = {
+            "since": None if since is None else at(since),
+            "until": None if until is None else at(until),
+        }
+        assert line_by_line([data], block, **options) == by_blocks(
+            [data], block, **options
+        )
+
+
 class TestNoEventMessage:
     """Exit 1 names the keys looked for and the keys found instead."""
 

@@ -10,8 +10,10 @@ memory bounded by the number of breakers and transitions.
 
 The work is split by step:
 
-* :mod:`.read`: one source at a time (plain or gzip, stdin too), line by
-  line, to events; timestamps are read by :mod:`.times`.
+* :mod:`.read`: one source at a time (plain or gzip, stdin too), block by
+  block, to events: runs of regular lines at once (:mod:`.bulk`), the
+  others line by line (:mod:`.lines`); timestamps are read by
+  :mod:`.times`.
 * :mod:`.summary`: the merged events of every source, aggregated into a
   :class:`Summary` (trips, time open, causes, flapping, timeline).
 * :mod:`.render`: the text table and the HTML page (inline SVG).
@@ -22,17 +24,8 @@ The command itself (``sage-resilience logs summarize``) is
 
 from __future__ import annotations
 
-from sage_resilience._logs.model import (
-    EVENT_KEYS,
-    TIME_KEYS,
-    BreakerSummary,
-    Cause,
-    KeysSeen,
-    Segment,
-    SkippedLine,
-    Summary,
-    Transition,
-)
+from sage_resilience._logs import model
+from sage_resilience._logs.model import *  # noqa: F403 - the result types (model.__all__)
 from sage_resilience._logs.render import (
     DEFAULT_HTML_OUTPUT,
     render_html,
@@ -43,15 +36,6 @@ from sage_resilience._logs.times import parse_time, parse_timestamp
 
 __all__ = [
     "DEFAULT_HTML_OUTPUT",
-    "EVENT_KEYS",
-    "TIME_KEYS",
-    "BreakerSummary",
-    "Cause",
-    "KeysSeen",
-    "Segment",
-    "SkippedLine",
-    "Summary",
-    "Transition",
     "normalise_cause",
     "parse_time",
     "parse_timestamp",
@@ -59,3 +43,4 @@ __all__ = [
     "render_table",
     "summarize",
 ]
+__all__ += model.__all__

@@ -20,12 +20,9 @@ from sage_resilience._names import (
     STATE_CHANGED,
 )
 
+# What the package re-exports (sage_resilience._logs): listed once, here.
 __all__ = [
-    "CALL_REJECTED",
     "EVENT_KEYS",
-    "RETRY_EXHAUSTED",
-    "RETRY_SCHEDULED",
-    "STATE_CHANGED",
     "TIME_KEYS",
     "BreakerSummary",
     "Cause",

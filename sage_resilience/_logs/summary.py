@@ -21,12 +21,10 @@ from fnmatch import fnmatchcase
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from sage_resilience._logs.lines import _count, _hashable, _safe_text, _state
 from sage_resilience._logs.model import (
     _CLOSED,
     _OPEN,
-    RETRY_EXHAUSTED,
-    RETRY_SCHEDULED,
-    STATE_CHANGED,
     BreakerSummary,
     Cause,
     Segment,
@@ -37,12 +35,9 @@ from sage_resilience._logs.model import (
 from sage_resilience._logs.read import (
     _EXAMPLES,
     _PRE,
-    _count,
     _Event,
-    _hashable,
-    _safe_text,
+    _scratch,
     _Source,
-    _state,
 )
 from sage_resilience._logs.times import (
     _EPOCH,
@@ -51,6 +46,11 @@ from sage_resilience._logs.times import (
     _in_range,
     parse_time,
     parse_timestamp,
+)
+from sage_resilience._names import (
+    RETRY_EXHAUSTED,
+    RETRY_SCHEDULED,
+    STATE_CHANGED,
 )
 from sage_resilience._redact import redact
 
@@ -78,26 +78,30 @@ _MAX_WINDOW: Final = 1e9
 # Root causes
 
 
-_CAUSE_RULES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    (
-        re.compile(
-            r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-            r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+# (pattern, placeholder), applied in this order.
+_CAUSE_RULES: Final = tuple(
+    (re.compile(pattern), placeholder)
+    for pattern, placeholder in (
+        (
+            (
+                r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+            ),
+            "<uuid>",
         ),
-        "<uuid>",
-    ),
-    # [::1]:5432, 10.0.0.1:5432, ::1, fe80::1, full eight-group IPv6
-    (re.compile(r"\[[0-9a-fA-F:.%\w]*:[0-9a-fA-F:.%\w]*\](?::\d+)?"), "<ip>"),
-    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"), "<ip>"),
-    (
-        re.compile(
-            r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![\w:])"
-            r"|(?<![\w:])[0-9a-fA-F:]*::[0-9a-fA-F:]*(?![\w:])"
+        # [::1]:5432, 10.0.0.1:5432, ::1, fe80::1, full eight-group IPv6
+        (r"\[[0-9a-fA-F:.%\w]*:[0-9a-fA-F:.%\w]*\](?::\d+)?", "<ip>"),
+        (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b", "<ip>"),
+        (
+            (
+                r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![\w:])"
+                r"|(?<![\w:])[0-9a-fA-F:]*::[0-9a-fA-F:]*(?![\w:])"
+            ),
+            "<ip>",
         ),
-        "<ip>",
-    ),
-    (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
-    (re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),
+        (r"\b0[xX][0-9a-fA-F]+\b", "<hex>"),
+        (r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b", "<hex>"),
+    )
 )
 # Quoted strings, matched left to right so that pairs stay aligned; a
 # placeholder already quoted ('<ip>') is kept.
@@ -423,8 +427,10 @@ def summarize(
     _check_flapping(flapping_trips, flapping_window)
     since_us = _time_bound(since, "since")
     until_us = _time_bound(until, "until")
+    scratch = _scratch()
     scanned = [
-        _Source(name, stream, since_us, until_us) for name, stream in sources
+        _Source(name, stream, since_us, until_us, scratch)
+        for name, stream in sources
     ]
     aggregator = _aggregate(scanned, _breaker_matcher(breakers))
     start, end = _period_of(scanned, since_us, until_us)

@@ -1,0 +1,200 @@
+"""Whole-block checks: the fast path of the line scanner (:mod:`.read`).
+
+Most lines of a structlog log end with the time in structlog's canonical
+form: ``{..., "timestamp": "2026-11-27T20:00:00.001150Z"}``. For a block
+of such lines a few passes over the whole block in C (``split``,
+``join``, ``count``, ``max``, ``min``) show what looking at each line
+would find:
+
+* every line is shaped ``{...}`` (no line is skipped);
+* the first ``"timestamp": "`` of each line is its only one, and holds a
+  value of the canonical shape, which the line scanner compares as bytes;
+
+so the block's time extremes are the largest and smallest of those values,
+and only the lines naming a resilience event (found with ``bytes.find``)
+are looked at one by one. A block of which this cannot be shown is cut in
+two (:meth:`.read._Source._region`), down to a few lines looked at one by
+one as before: the results are the same either way.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__: list[str] = []
+
+# The key of structlog's canonical timestamps. Splitting at it finds the
+# first one of each line, as str.find does (a second one overlapping it
+# is not found, but it then follows a non-canonical value).
+_KEY: Final = b'"timestamp": "'
+# A canonical value with its closing quote (the bytes the line scanner
+# compares), and the "}\n{" that end its line and start the next one.
+_WIDTH: Final = 28
+_HEAD: Final = _WIDTH + 3
+_HEAD_OF: Final = itemgetter(slice(0, _HEAD))
+# What each head holds at fixed places: the line scanner's shape check
+# (T, the dot, Z, the quote), then the end of the line and the next start.
+_FIXED: Final = (
+    (10, b"T"),
+    (19, b"."),
+    (26, b"Z"),
+    (27, b'"'),
+    (28, b"}"),
+    (29, b"\n"),
+    (30, b"{"),
+)
+# A line containing one of these is parsed (a resilience event, or a
+# message naming one).
+EVENT_MARKS: Final = (
+    b'"circuit_state_changed"',
+    b'"retry_',
+    b'"call_rejected"',
+)
+# A byte of a mark seen at most this many times in the first _SAMPLE bytes
+# of a block is searched for instead of the mark (see _mark_positions).
+_SAMPLE: Final = 8 << 10
+_RARE_IN_SAMPLE: Final = 8
+_MARK_BYTES: Final = frozenset(b"".join(EVENT_MARKS))
+NO_TOP: Final = b""
+NO_BOTTOM: Final = b"\x7f"
+
+Extremes = tuple[bytes, bytes, bool, bool]
+
+
+def canonical(raw: bytes) -> bool:
+    """Whether *raw* (28 bytes after the key) has the canonical shape."""
+    return (
+        len(raw) == _WIDTH
+        and raw[27] == 34  # "
+        and raw[26] == 90  # Z
+        and raw[19] == 46  # .
+        and raw[10] == 84  # T
+    )
+
+
+def regular(data: bytes, count: int) -> list[bytes] | None:
+    """*data* split at each time key, if its *count* lines are regular.
+
+    Regular: every line is ``{...}`` and ends with its first time key,
+    a value of the canonical shape and ``}``. The pieces after the first
+    then start with the lines' values, in line order. *count* is one
+    more than the newlines in *data*.
+    """
+    if data[:1] != b"{" or data[-1:] != b"}":
+        return None
+    pieces = data.split(_KEY)
+    if len(pieces) != count + 1 or not canonical(pieces[-1][:_WIDTH]):
+        return None
+    # count - 1 heads, each ending a line: no line holds another key, and
+    # no other newline is left for a line without one.
+    middle = count - 1
+    heads = b"".join(map(_HEAD_OF, pieces[1:-1]))
+    if len(heads) != _HEAD * middle:
+        return None
+    for at, byte in _FIXED:
+        if heads[at::_HEAD] != byte * middle:
+            return None
+    return pieces
+
+
+def _mark_positions(
+    data: bytes, mark: bytes, rare: dict[int, int]
+) -> Iterator[int]:
+    """Where *mark* occurs in *data* (at least one per line holding it).
+
+    Through the byte of *mark* rarest in the start of *data* (*rare*: how
+    often each byte occurs there), found with memchr, when it is rare
+    enough: a short mark made of common letters (``"retry_``) costs a slow
+    full search otherwise.
+    """
+    rarest = min(set(mark), key=rare.__getitem__)
+    if rare[rarest] > _RARE_IN_SAMPLE:
+        at = data.find(mark)
+        while at >= 0:
+            yield at
+            end = data.find(b"\n", at)
+            at = -1 if end < 0 else data.find(mark, end)
+        return
+    offset = mark.index(rarest)
+    byte = bytes((rarest,))
+    at = data.find(byte, offset)
+    while at >= 0:
+        if data.startswith(mark, at - offset):
+            yield at - offset
+        at = data.find(byte, at + 1)
+
+
+def marked_lines(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """The lines of *data* naming a resilience event, and its newlines.
+
+    ([(where the line starts, its index)...] in order, how many newlines
+    *data* holds): the newlines are counted on the way.
+    """
+    sample = data[:_SAMPLE].count
+    rare = {byte: sample(byte) for byte in _MARK_BYTES}
+    rfind = data.rfind
+    starts = {
+        rfind(b"\n", 0, at) + 1
+        for mark in EVENT_MARKS
+        for at in _mark_positions(data, mark, rare)
+    }
+    marked: list[tuple[int, int]] = []
+    newlines = done = 0
+    count = data.count
+    for start in sorted(starts):
+        newlines += count(b"\n", done, start)
+        done = start
+        marked.append((start, newlines))
+    return marked, newlines + count(b"\n", done)
+
+
+def _without(values: list[bytes], excluded: list[int]) -> list[bytes]:
+    """*values* but those at the (increasing) indices *excluded*."""
+    kept: list[bytes] = []
+    after = 0
+    for index in excluded:
+        kept += values[after:index]
+        after = index + 1
+    kept += values[after:]
+    return kept
+
+
+def window_extremes(
+    values: list[bytes], lo: bytes, hi: bytes, excluded: list[int]
+) -> Extremes:
+    """What the line scanner finds for *values* against [lo, hi].
+
+    (largest value inside, smallest, one below lo, one above hi), values
+    compared on their first 28 bytes, as the line scanner compares them
+    one at a time: NO_TOP and NO_BOTTOM when none is inside. The values at
+    the indices *excluded* (lines parsed instead) are left out.
+    """
+    # The piece starting with the largest value is the largest piece.
+    high = max(values, default=b"")
+    low = min(values, default=b"")
+    if excluded and any(
+        values[index] is high or values[index] is low for index in excluded
+    ):
+        values = _without(values, excluded)
+        excluded = []
+        high = max(values, default=b"")
+        low = min(values, default=b"")
+    if not values:
+        return NO_TOP, NO_BOTTOM, False, False
+    top = high[:_WIDTH]
+    bottom = low[:_WIDTH]
+    if lo <= bottom and top <= hi:
+        return top, bottom, False, False
+    if top < lo:
+        return NO_TOP, NO_BOTTOM, True, False
+    raws = [value[:_WIDTH] for value in _without(values, excluded)]
+    inside = [raw for raw in raws if lo <= raw <= hi]
+    before = bottom < lo
+    after = any(raw > hi for raw in raws if raw >= lo)
+    if not inside:
+        return NO_TOP, NO_BOTTOM, before, after
+    return max(inside), min(inside), before, after
