@@ -24,18 +24,17 @@ The command itself (``sage-resilience logs summarize``) is
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sage_resilience._logs import model
 from sage_resilience._logs.model import *  # noqa: F403 - the result types (model.__all__)
-from sage_resilience._logs.render import (
-    DEFAULT_HTML_OUTPUT,
-    render_html,
-    render_table,
-)
-from sage_resilience._logs.summary import normalise_cause, summarize
 from sage_resilience._logs.times import parse_time, parse_timestamp
 
+if TYPE_CHECKING:
+    from sage_resilience._logs.render import render_html, render_table
+    from sage_resilience._logs.summary import normalise_cause, summarize
+
 __all__ = [
-    "DEFAULT_HTML_OUTPUT",
     "normalise_cause",
     "parse_time",
     "parse_timestamp",
@@ -44,3 +43,24 @@ __all__ = [
     "summarize",
 ]
 __all__ += model.__all__
+
+# Reading, aggregating and rendering load on first use, so that building
+# the command line (which needs the model's names only) stays quick.
+_LAZY = {
+    "normalise_cause": "summary",
+    "summarize": "summary",
+    "render_html": "render",
+    "render_table": "render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

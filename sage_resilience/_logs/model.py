@@ -22,7 +22,9 @@ from sage_resilience._names import (
 
 # What the package re-exports (sage_resilience._logs): listed once, here.
 __all__ = [
+    "DEFAULT_HTML_OUTPUT",
     "EVENT_KEYS",
+    "MAX_WINDOW",
     "TIME_KEYS",
     "BreakerSummary",
     "Cause",
@@ -46,6 +48,11 @@ _HALF_OPEN: Final = HALF_OPEN
 # python-json-logger (message), stdlib JSON formatters (msg, asctime),
 # ECS (@timestamp), others (time, ts).
 EVENT_KEYS: Final = ("event", "message", "msg")
+#: Where ``logs summarize --format html`` writes without ``--output``.
+DEFAULT_HTML_OUTPUT: Final = "resilience-report.html"
+# The flapping window at most this many seconds (about 31 years): far
+# beyond it, the window in µs no longer fits the arithmetic.
+MAX_WINDOW: Final = 1e9
 TIME_KEYS: Final = ("timestamp", "time", "ts", "@timestamp", "asctime")
 
 

@@ -13,7 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from sage_resilience._logs.model import _CLOSED, _HALF_OPEN, _OPEN
+from sage_resilience._logs.model import (
+    _CLOSED,
+    _HALF_OPEN,
+    _OPEN,
+    DEFAULT_HTML_OUTPUT,
+)
 from sage_resilience._logs.times import _EPOCH, _US, _iso
 from sage_resilience._terminal import aligned, printable
 
@@ -21,9 +26,6 @@ if TYPE_CHECKING:
     from sage_resilience._logs.model import BreakerSummary, Summary
 
 __all__ = ["DEFAULT_HTML_OUTPUT", "render_html", "render_table"]
-
-#: Where ``logs summarize --format html`` writes without ``--output``.
-DEFAULT_HTML_OUTPUT: Final = "resilience-report.html"
 
 
 def _duration(seconds: float) -> str:

@@ -25,6 +25,7 @@ from sage_resilience._logs.lines import _count, _hashable, _safe_text, _state
 from sage_resilience._logs.model import (
     _CLOSED,
     _OPEN,
+    MAX_WINDOW,
     BreakerSummary,
     Cause,
     Segment,
@@ -70,9 +71,7 @@ _TOP_CAUSES: Final = 5
 _DEDUP_HORIZON_US: Final = 120_000_000
 _DEDUP_KEEP: Final = 1_000
 _DEDUP_MAX: Final = 100_000
-# The flapping window at most this many seconds (about 31 years): far
-# beyond it, the window in µs no longer fits the arithmetic.
-_MAX_WINDOW: Final = 1e9
+_MAX_WINDOW: Final = MAX_WINDOW
 
 # ---------------------------------------------------------------------------
 # Root causes

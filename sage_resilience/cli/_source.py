@@ -15,13 +15,11 @@ Either of two sources:
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import sqlite3
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -162,14 +160,19 @@ def _read_sqlite(path: str, timeout: float) -> None:
 # -- remote ---------------------------------------------------------------
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow redirects: they could carry the token elsewhere."""
+@functools.cache
+def _opener() -> Any:
+    """An opener that never follows redirects (the token could go along).
 
-    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
+    urllib.request is imported only by a command that asks an app.
+    """
+    import urllib.request  # noqa: PLC0415
 
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+            return None
 
-_opener = urllib.request.build_opener(_NoRedirect)
+    return urllib.request.build_opener(_NoRedirect)
 
 
 def base_url(url: str) -> str:
@@ -198,6 +201,10 @@ def request(
     timeout: float,
 ) -> tuple[int, Any]:
     """Send one request; return the status and the decoded JSON body."""
+    import http.client  # noqa: PLC0415 - on a request only (start-up time)
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
     headers = {"Accept": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -205,7 +212,7 @@ def request(
         url, method=method, headers=headers
     )
     try:
-        with _opener.open(outgoing, timeout=timeout) as response:
+        with _opener().open(outgoing, timeout=timeout) as response:
             code, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         code, raw = exc.code, exc.read()

@@ -16,18 +16,15 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
-from sage_resilience._logs import (
+from sage_resilience import _logs
+from sage_resilience._logs.model import (
+    _EVENTS,
     DEFAULT_HTML_OUTPUT,
     EVENT_KEYS,
+    MAX_WINDOW,
     TIME_KEYS,
-    parse_time,
-    render_html,
-    render_table,
-    summarize,
 )
-from sage_resilience._logs.model import _EVENTS
-from sage_resilience._logs.summary import _MAX_WINDOW
-from sage_resilience._logs.times import _moment
+from sage_resilience._logs.times import _moment, parse_time
 from sage_resilience._terminal import printable
 from sage_resilience.cli._options import (
     complete_files,
@@ -45,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_summarize_arguments", "summarize_command"]
 
-_positive_float = seconds(_MAX_WINDOW)
+_positive_float = seconds(MAX_WINDOW)
 
 
 def _time_argument(text: str) -> str:
@@ -242,14 +239,10 @@ def summarize_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one e
         return 2
     trips = getattr(args, "flapping_trips", 3)
     window = getattr(args, "flapping_window", 600.0)
-    if (
-        not isinstance(trips, int)
-        or trips < 1
-        or not 0 < window <= _MAX_WINDOW
-    ):
+    if not isinstance(trips, int) or trips < 1 or not 0 < window <= MAX_WINDOW:
         _error(
             "--flapping-trips must be >= 1 and --flapping-window in "
-            f"(0, {_MAX_WINDOW:.0e}]"
+            f"(0, {MAX_WINDOW:.0e}]"
         )
         return 2
     # Progress on stderr, on a terminal only: each input counted as read.
@@ -268,7 +261,7 @@ def summarize_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one e
                 return 1
             sources.append((name, progress.track(stream)))
         try:
-            summary = summarize(
+            summary = _logs.summarize(
                 sources,
                 since=None if since is None else _moment(since),
                 until=None if until is None else _moment(until),
@@ -292,10 +285,10 @@ def _write_report(summary: Summary, fmt: str, output: str | None) -> int:
         text = json.dumps(summary.to_json(), indent=2, ensure_ascii=False)
         text += "\n"
     elif fmt == "html":
-        text = render_html(summary)
+        text = _logs.render_html(summary)
         output = output or DEFAULT_HTML_OUTPUT
     else:
-        text = render_table(summary)
+        text = _logs.render_table(summary)
     if output is None or output == "-":
         try:
             sys.stdout.write(text)
