@@ -92,6 +92,27 @@ class TestVersion:
             name for name in imported if name.split(".")[0] in dependencies
         ]
 
+    def test_help_loads_only_what_building_the_parser_needs(self):
+        """--help (every command's parser) loads no engine, no reading or
+        rendering of logs, no urllib, no package metadata."""
+        result = run("-X", "importtime", "-m", "sage_resilience", "--help")
+        assert 0 == result.returncode
+        imported = {
+            line.rpartition("|")[2].strip()
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "sage_resilience._logs.model" in imported  # the measure works
+        assert set() == imported & {
+            "sage_resilience._policy",
+            "sage_resilience._logs.summary",
+            "sage_resilience._logs.render",
+            "sage_resilience._logs.read",
+            "urllib.request",
+            "importlib.metadata",
+            "structlog",
+        }
+
     def test_python_m_package_runs_commands(self):
         """python -m sage_resilience runs the sub-commands too."""
         result = run("-m", "sage_resilience", "config", "schema")
