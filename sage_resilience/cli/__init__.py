@@ -165,18 +165,36 @@ class _CommandParser(argparse.ArgumentParser):
         add_log_options(self, top=False)
 
 
-class _VersionAction(argparse._VersionAction):
-    """argparse's version action, reading the version only when asked."""
+class _VersionAction(argparse.Action):
+    """``--version``, as argparse's version action, read only when asked.
+
+    Reading the installed version's metadata costs start-up time.
+    """
+
+    def __init__(
+        self,
+        option_strings: list[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str | None = None,  # noqa: A002 - argparse's own name
+    ) -> None:
+        super().__init__(
+            option_strings=option_strings,
+            dest=dest,
+            default=default,
+            nargs=0,
+            help=help,
+        )
 
     def __call__(
         self,
         parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
+        _namespace: argparse.Namespace,
+        _values: Any,
+        _option_string: str | None = None,
     ) -> None:
-        self.version = f"%(prog)s {_version()}"
-        super().__call__(parser, namespace, values, option_string)
+        sys.stdout.write(f"{parser.prog} {_version()}\n")
+        parser.exit()
 
 
 def _version() -> str:
