@@ -254,8 +254,11 @@ def _hand_over(waiter: asyncio.Future[None]) -> None:
 TIMEOUT_RESOLUTION: Final = 0.005
 
 # asyncio.current_task() is a Python function on 3.11; its two C halves
-# cost half as much on every timed attempt.
+# cost half as much. get_running_loop() itself calls getpid() (a system
+# call), so a timed attempt on the loop of the previous one finds its task
+# by the thread running that loop instead (see _running).
 _get_running_loop = asyncio.get_running_loop
+_get_ident = threading.get_ident
 _current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = (
     asyncio.tasks._current_tasks  # type: ignore[attr-defined]
 )
@@ -275,23 +278,60 @@ class _TimeoutWheel:
     __slots__ = ("_buckets", "_last", "_last_tick", "_loop", "_time", "fired")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._time = loop.time
+        # Weakly: the wheel lives in a weak dictionary keyed by its loop.
+        self._loop = weakref.ref(loop)
+        # The loop's clock; time.monotonic itself where that is all the
+        # loop's time() does (one Python frame less per timed attempt).
+        self._time: Callable[[], float] = (
+            time.monotonic
+            if type(loop).time is asyncio.BaseEventLoop.time
+            else self._loop_time
+        )
         self._buckets: dict[int, dict[object, asyncio.Task[Any]]] = {}
         # The bucket the previous attempt went to: most do likewise.
         self._last_tick = -1
         self._last: dict[object, asyncio.Task[Any]] = {}
         self.fired: set[object] = set()
 
+    def _loop_time(self) -> float:
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - the loop is gone
+            return time.monotonic()
+        return loop.time()
+
     def bucket(self, tick: int) -> dict[object, asyncio.Task[Any]]:
         """The bucket of deadlines in *tick*, its timer set (and cached)."""
         found = self._buckets.get(tick)
         if found is None:
             found = self._buckets[tick] = {}
-            self._loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
+            loop = self._loop()
+            if loop is not None:  # else nothing runs there any more
+                loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
         self._last = found
         self._last_tick = tick
         return found
+
+    def expired(
+        self,
+        key: object,
+        task: asyncio.Task[Any],
+        cancelling: int,
+        cancelled: asyncio.CancelledError,
+    ) -> BaseException:
+        """What the attempt *key* raises on *cancelled*.
+
+        A ``TimeoutError`` (caused by the cancellation) when this wheel
+        cancelled it and nothing else did since it was armed (*cancelling*:
+        the task's count then), else the cancellation itself.
+        """
+        fired = self.fired
+        if key in fired:
+            fired.discard(key)
+            if task.uncancel() <= cancelling:
+                timed_out = TimeoutError()
+                timed_out.__cause__ = cancelled
+                return timed_out
+        return cancelled
 
     def _fire(self, tick: int) -> None:
         if tick == self._last_tick:
@@ -313,20 +353,29 @@ _last_wheel: tuple[asyncio.AbstractEventLoop | None, _TimeoutWheel | None] = (
     None,
 )
 
+#: The same when that loop is an asyncio.BaseEventLoop (it records the
+#: thread running it): a timed attempt in that thread while that loop runs
+#: a task is in that task, since a thread runs one loop at a time. The
+#: decorator's wrapper takes this path (no get_running_loop()).
+_running: tuple[asyncio.BaseEventLoop, _TimeoutWheel] | None = None
+
 
 def forget_wheels() -> None:
     """Drop every loop's timeout wheel (tests); pending expiries still fire."""
-    global _last_wheel  # noqa: PLW0603
+    global _last_wheel, _running  # noqa: PLW0603
     _wheels.clear()
     _last_wheel = (None, None)
+    _running = None
 
 
 def _wheel_of(loop: asyncio.AbstractEventLoop) -> _TimeoutWheel:
-    global _last_wheel  # noqa: PLW0603 - a cache of _wheels
+    global _last_wheel, _running  # noqa: PLW0603 - caches of _wheels
     wheel = _wheels.get(loop)
     if wheel is None:
         wheel = _wheels[loop] = _TimeoutWheel(loop)
     _last_wheel = (loop, wheel)
+    if isinstance(loop, asyncio.BaseEventLoop):
+        _running = (loop, wheel)
     return wheel
 
 
@@ -354,12 +403,7 @@ async def within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC10
     try:
         return await awaitable
     except asyncio.CancelledError as exc:
-        fired = wheel.fired
-        if awaitable in fired:
-            fired.discard(awaitable)
-            if task.uncancel() <= cancelling:
-                raise TimeoutError from exc
-        raise
+        raise wheel.expired(awaitable, task, cancelling, exc)  # noqa: B904
     finally:
         bucket.pop(awaitable, None)
         if wheel.fired:

@@ -17,13 +17,17 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+from asyncio import CancelledError
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from sage_resilience import _attempt
+from sage_resilience._attempt import _TICKS_PER_SECOND as _TICKS
 from sage_resilience._attempt import (
     AttemptRunner,
     PendingVerdict,
     Settings,
+    _current_tasks,
+    _get_ident,
     within,
 )
 from sage_resilience._breaker import ClaimPending, Gate
@@ -464,11 +468,13 @@ def _warn_chaos(name: str, config: PolicyConfig) -> None:
 # recorded without a call. Anything else goes through Policy.acall/call.
 
 
-def _async_wrapper(  # noqa: C901 - the hot path, inlined for speed
+def _async_wrapper(  # noqa: C901 - the hot path below, inlined for speed
     policy: Policy, fn: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(  # noqa: C901, PLR0912 - the hot path, inlined for speed
+        *args: Any, **kwargs: Any
+    ) -> Any:
         s = policy._s
         if not s.plain or _attempt.attempt_observer is not None:
             return await policy.acall(fn, *args, **kwargs)
@@ -488,10 +494,40 @@ def _async_wrapper(  # noqa: C901 - the hot path, inlined for speed
             except ClaimPending as pending:
                 ticket = await pending.admit()
         try:
-            if s.timeout is None:
+            timeout = s.timeout
+            if timeout is None:
                 result = await fn(*args, **kwargs)
             else:
-                result = await within(s.timeout, fn(*args, **kwargs))
+                # _attempt.within, inlined: no frame of its own.
+                attempt = fn(*args, **kwargs)
+                running = _attempt._running
+                if (
+                    running is None
+                    or running[0]._thread_id  # type: ignore[attr-defined]
+                    != _get_ident()
+                    or (task := _current_tasks.get(running[0])) is None
+                ):
+                    result = await within(timeout, attempt)
+                else:
+                    wheel = running[1]
+                    cancelling = task.cancelling()
+                    tick = int((wheel._time() + timeout) * _TICKS) + 1
+                    bucket = (
+                        wheel._last
+                        if wheel._last_tick == tick
+                        else wheel.bucket(tick)
+                    )
+                    bucket[attempt] = task
+                    try:
+                        result = await attempt
+                    except CancelledError as exc:
+                        raise wheel.expired(  # noqa: B904 - chained inside
+                            attempt, task, cancelling, exc
+                        )
+                    finally:
+                        bucket.pop(attempt, None)
+                        if wheel.fired:
+                            wheel.fired.discard(attempt)
         except BaseException as exc:
             error = exc
         else:
