@@ -275,7 +275,16 @@ class _TimeoutWheel:
     :attr:`fired` until its attempt has seen it.
     """
 
-    __slots__ = ("_buckets", "_last", "_last_tick", "_loop", "_time", "fired")
+    __slots__ = (
+        "_buckets",
+        "_high",
+        "_last",
+        "_last_tick",
+        "_loop",
+        "_low",
+        "_time",
+        "fired",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weakly: the wheel lives in a weak dictionary keyed by its loop.
@@ -288,9 +297,13 @@ class _TimeoutWheel:
             else self._loop_time
         )
         self._buckets: dict[int, dict[object, asyncio.Task[Any]]] = {}
-        # The bucket the previous attempt went to: most do likewise.
+        # The bucket the previous attempt went to (most do likewise), and
+        # the deadlines it serves: from _low to _high, when its timer fires
+        # (an empty range once it has fired).
         self._last_tick = -1
         self._last: dict[object, asyncio.Task[Any]] = {}
+        self._low = 0.0
+        self._high = -1.0
         self.fired: set[object] = set()
 
     def _loop_time(self) -> float:
@@ -309,6 +322,8 @@ class _TimeoutWheel:
                 loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
         self._last = found
         self._last_tick = tick
+        self._low = (tick - 1) * TIMEOUT_RESOLUTION
+        self._high = tick * TIMEOUT_RESOLUTION
         return found
 
     def expired(
@@ -336,6 +351,7 @@ class _TimeoutWheel:
     def _fire(self, tick: int) -> None:
         if tick == self._last_tick:
             self._last_tick = -1
+            self._high = -1.0
         bucket = self._buckets.pop(tick, {})
         for key, task in list(bucket.items()):
             self.fired.add(key)
@@ -395,10 +411,14 @@ async def within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC10
     if cached is not loop or wheel is None:
         wheel = _wheel_of(loop)
     cancelling = task.cancelling()
-    # TimeoutWheel.add, inlined; the awaitable is the attempt's key.
-    tick = int((wheel._time() + timeout) * _TICKS_PER_SECOND) + 1
-    last = wheel._last_tick == tick
-    bucket = wheel._last if last else wheel.bucket(tick)
+    # The attempt goes to the bucket whose timer fires first at or after
+    # its deadline (the previous one, mostly); the awaitable is its key.
+    deadline = wheel._time() + timeout
+    bucket = (
+        wheel._last
+        if wheel._low <= deadline <= wheel._high
+        else wheel.bucket(int(deadline * _TICKS_PER_SECOND) + 1)
+    )
     bucket[awaitable] = task
     try:
         return await awaitable

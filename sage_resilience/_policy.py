@@ -511,11 +511,11 @@ def _async_wrapper(  # noqa: C901 - the hot path below, inlined for speed
                 else:
                     wheel = running[1]
                     cancelling = task.cancelling()
-                    tick = int((wheel._time() + timeout) * _TICKS) + 1
+                    deadline = wheel._time() + timeout
                     bucket = (
                         wheel._last
-                        if wheel._last_tick == tick
-                        else wheel.bucket(tick)
+                        if wheel._low <= deadline <= wheel._high
+                        else wheel.bucket(int(deadline * _TICKS) + 1)
                     )
                     bucket[attempt] = task
                     try:
