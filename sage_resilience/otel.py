@@ -36,14 +36,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sage_resilience._extras import missing_extra
+from sage_resilience._extras import needs_extra
 
-try:
+with needs_extra("sage_resilience.otel", "opentelemetry-api", "otel"):
     from opentelemetry import metrics, trace
-except ImportError as _missing:  # exercised in tests/test_extras.py
-    raise missing_extra(
-        "sage_resilience.otel", "opentelemetry-api", "otel"
-    ) from _missing
 
 from sage_resilience import _registry
 from sage_resilience._hooks import add_hook, remove_hook
