@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -58,6 +59,7 @@ _policies: dict[str, Policy] = {}
 _config: ResilienceConfig | None = None
 
 
+@dataclass(slots=True, eq=False)
 class Part:
     """One code declaration of a policy: a decorator's arguments.
 
@@ -65,20 +67,11 @@ class Part:
     ``"retry"``); two parts of one kind for one name must agree.
     """
 
-    __slots__ = ("declaration", "hooks", "kind", "record")
-
-    def __init__(
-        self,
-        kind: str,
-        declaration: Declaration,
-        *,
-        record: Record = None,
-        hooks: RetryHooks | None = None,
-    ) -> None:
-        self.kind = kind
-        self.declaration = declaration
-        self.record = record
-        self.hooks = hooks
+    kind: str
+    declaration: Declaration
+    _: KW_ONLY
+    record: Record = None
+    hooks: RetryHooks | None = None
 
     def same_arguments(self, other: Part) -> bool:
         """Whether *other* declares exactly the same."""

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 # typing_extensions: pydantic (FastAPI response models) reads it on 3.11.
 from typing_extensions import TypedDict
 
+from sage_resilience._threads import start_daemon
+
 if TYPE_CHECKING:
     from sage_resilience._config import TripConfig
 
@@ -282,12 +284,7 @@ class Ticker:
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run,
-                name="sage-resilience-window-ticker",
-                daemon=True,
-            )
-            self._thread.start()
+            self._thread = start_daemon(self._run, "window-ticker")
 
     def _run(self) -> None:
         while True:

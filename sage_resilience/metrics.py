@@ -53,9 +53,9 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Final, Literal
 
-from sage_resilience._extras import missing_extra
+from sage_resilience._extras import needs_extra
 
-try:
+with needs_extra("sage_resilience.metrics", "prometheus-client", "metrics"):
     from prometheus_client import (
         CONTENT_TYPE_LATEST,
         REGISTRY,
@@ -64,10 +64,6 @@ try:
         generate_latest,
     )
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-except ImportError as _missing:  # exercised in tests/test_extras.py
-    raise missing_extra(
-        "sage_resilience.metrics", "prometheus-client", "metrics"
-    ) from _missing
 
 from sage_resilience._hooks import add_hook, remove_hook
 from sage_resilience._names import CLOSED, HALF_OPEN, OPEN

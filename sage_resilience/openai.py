@@ -37,14 +37,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Final
 
-from sage_resilience._extras import missing_extra
+from sage_resilience._extras import needs_extra
 
-try:
+with needs_extra("sage_resilience.openai", "openai", "openai"):
     import openai
-except ImportError as _missing:  # exercised in tests/test_extras.py
-    raise missing_extra(
-        "sage_resilience.openai", "openai", "openai"
-    ) from _missing
 
 from sage_resilience._policy import Policy
 from sage_resilience._registry import policy as _registered

@@ -34,16 +34,12 @@ the API's no-op providers make it cost next to nothing.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from sage_resilience._extras import missing_extra
+from sage_resilience._extras import needs_extra
 
-try:
+with needs_extra("sage_resilience.otel", "opentelemetry-api", "otel"):
     from opentelemetry import metrics, trace
-except ImportError as _missing:  # exercised in tests/test_extras.py
-    raise missing_extra(
-        "sage_resilience.otel", "opentelemetry-api", "otel"
-    ) from _missing
 
 from sage_resilience import _registry
 from sage_resilience._hooks import add_hook, remove_hook
@@ -66,6 +62,21 @@ if TYPE_CHECKING:
 __all__ = ["instrument", "uninstrument"]
 
 _STATES = (CLOSED, OPEN, HALF_OPEN)
+#: The counters, in the order of :class:`_Instruments`' attributes
+#: ``calls``, ``rejections``, ``retries``: name, unit, description.
+_COUNTERS: Final = (
+    ("sage_resilience.calls", "{call}", "Attempts that ran, by outcome."),
+    (
+        "sage_resilience.rejections",
+        "{call}",
+        "Calls refused without running, by reason.",
+    ),
+    (
+        "sage_resilience.retries",
+        "{retry}",
+        "Retries scheduled after a failed attempt.",
+    ),
+)
 _lock = threading.Lock()
 _installed: _Instruments | None = None
 
@@ -130,25 +141,14 @@ class _Instruments:
     def __init__(self, provider: MeterProvider | None) -> None:
         meter = metrics.get_meter("sage_resilience", meter_provider=provider)
         self.active = True
-        self.calls = meter.create_counter(
-            "sage_resilience.calls",
-            unit="{call}",
-            description="Attempts that ran, by outcome.",
+        self.calls, self.rejections, self.retries = (
+            meter.create_counter(name, unit=unit, description=description)
+            for name, unit, description in _COUNTERS
         )
         self.duration = meter.create_histogram(
             "sage_resilience.attempt.duration",
             unit="s",
             description="Duration of attempts that ran.",
-        )
-        self.rejections = meter.create_counter(
-            "sage_resilience.rejections",
-            unit="{call}",
-            description="Calls refused without running, by reason.",
-        )
-        self.retries = meter.create_counter(
-            "sage_resilience.retries",
-            unit="{retry}",
-            description="Retries scheduled after a failed attempt.",
         )
         meter.create_observable_gauge(
             "sage_resilience.circuit.state",

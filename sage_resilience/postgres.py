@@ -33,14 +33,10 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Final
 
-from sage_resilience._extras import missing_extra
+from sage_resilience._extras import needs_extra
 
-try:
+with needs_extra("sage_resilience.postgres", "asyncpg", "postgres"):
     import asyncpg
-except ImportError as _missing:  # exercised in tests/test_extras.py
-    raise missing_extra(
-        "sage_resilience.postgres", "asyncpg", "postgres"
-    ) from _missing
 
 from sage_resilience._attempt import acall_once
 from sage_resilience._policy import Policy

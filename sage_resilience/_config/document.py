@@ -62,19 +62,21 @@ class _Document:
 
     def layers(self) -> Iterable[tuple[type[_Model], _Layer]]:
         """Every layer of the file, with the model it is a part of."""
-        if self.storage is not None:
-            yield StorageConfig, self.storage
-        if self.defaults is not None:
-            yield PolicyConfig, self.defaults
-        for layer in self.policies.values():
-            yield PolicyConfig, layer
+        yield from _section_layers(self)
         for section in self.platforms.values():
-            if section.storage is not None:
-                yield StorageConfig, section.storage
-            if section.defaults is not None:
-                yield PolicyConfig, section.defaults
-            for layer in section.policies.values():
-                yield PolicyConfig, layer
+            yield from _section_layers(section)
+
+
+def _section_layers(
+    section: _Document | _Platform,
+) -> Iterable[tuple[type[_Model], _Layer]]:
+    """The layers of the top level or of one platform, with their models."""
+    if section.storage is not None:
+        yield StorageConfig, section.storage
+    if section.defaults is not None:
+        yield PolicyConfig, section.defaults
+    for layer in section.policies.values():
+        yield PolicyConfig, layer
 
 
 class _Reader:

@@ -74,12 +74,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, str]:
         """``{policy, cause, explanation, fix}`` for JSON output."""
-        return {
-            "policy": self.policy,
-            "cause": self.cause,
-            "explanation": self.explanation,
-            "fix": self.fix,
-        }
+        return dataclasses.asdict(self)
 
     def line(self) -> str:
         """``policy: cause - explanation / fix`` (no fix when ok)."""

@@ -55,6 +55,25 @@ DEFAULT_HTML_OUTPUT: Final = "resilience-report.html"
 MAX_WINDOW: Final = 1e9
 TIME_KEYS: Final = ("timestamp", "time", "ts", "@timestamp", "asctime")
 
+#: The attributes a report's JSON shows, in its order: of a transition (in
+#: the ``timeline``), of a breaker (before its ``top_causes``).
+_TRANSITION_KEYS: Final = ("time", "breaker", "old_state", "new_state")
+_BREAKER_KEYS: Final = (
+    "trips",
+    "time_open_total_s",
+    "longest_open_s",
+    "final_state",
+    "rejected",
+    "retries_scheduled",
+    "retries_exhausted",
+    "flapping",
+)
+
+
+def _entries(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """``{name: obj.name}`` for each of *names*, in that order."""
+    return {name: getattr(obj, name) for name in names}
+
 
 @dataclass(frozen=True, slots=True)
 class SkippedLine:
@@ -133,12 +152,7 @@ class Transition:
 
     def to_json(self) -> dict[str, Any]:
         """The report's ``timeline`` entry."""
-        return {
-            "time": self.time,
-            "breaker": self.breaker,
-            "old_state": self.old_state,
-            "new_state": self.new_state,
-        }
+        return _entries(self, _TRANSITION_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,16 +212,9 @@ class BreakerSummary:
     def to_json(self) -> dict[str, Any]:
         """The report's per-breaker object."""
         return {
-            "trips": self.trips,
-            "time_open_total_s": self.time_open_total_s,
-            "longest_open_s": self.longest_open_s,
-            "final_state": self.final_state,
-            "rejected": self.rejected,
-            "retries_scheduled": self.retries_scheduled,
-            "retries_exhausted": self.retries_exhausted,
-            "flapping": self.flapping,
+            **_entries(self, _BREAKER_KEYS),
             "top_causes": [
-                {"cause": c.cause, "count": c.count} for c in self.top_causes
+                _entries(c, ("cause", "count")) for c in self.top_causes
             ],
         }
 

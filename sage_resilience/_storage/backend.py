@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sage_resilience._events import logger
 from sage_resilience._redact import redact
 from sage_resilience._storage.shared import SharedStorage, _Op
+from sage_resilience._threads import start_daemon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -130,12 +131,7 @@ class Backend:
         self._start()
 
     def _start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run,
-            name=f"sage-resilience-{self.name}-storage",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = start_daemon(self._run, f"{self.name}-storage")
 
     def after_fork(self) -> None:
         """In a forked child: new locks, queue and thread, no connection.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sage_resilience._storage.backend import _REFRESH, RETRY_INTERVAL, Backend
 from sage_resilience._storage.machine import _LUA, Outcome, View
+from sage_resilience._threads import start_daemon
 
 if TYPE_CHECKING:
     from sage_resilience._storage.shared import _Op
@@ -37,12 +38,7 @@ class RedisBackend(Backend):
         self._start_listener()
 
     def _start_listener(self) -> None:
-        self._listener = threading.Thread(
-            target=self._listen,
-            name="sage-resilience-redis-pubsub",
-            daemon=True,
-        )
-        self._listener.start()
+        self._listener = start_daemon(self._listen, "redis-pubsub")
 
     def _new_client(self) -> Any:
         from redis.backoff import NoBackoff  # noqa: PLC0415
