@@ -180,7 +180,7 @@ class Policy(AttemptRunner):
 
     # -- async --------------------------------------------------------------
 
-    async def acall(
+    async def acall(  # noqa: C901, PLR0911, PLR0912 - plain path inlined
         self,
         fn: Callable[P, Awaitable[T]],
         /,
@@ -226,16 +226,18 @@ class Policy(AttemptRunner):
         except BaseException as exc:
             error = exc
         else:
-            # Counted without the lock unless the circuit moved on, a
-            # failure was counted, or a window wants the outcome.
-            if (
-                ticket == gate._generation << 1
-                and gate._clean
-                and gate.window is None
-            ):
-                gate.successes += 1  # Gate.success, inlined
-            else:
-                gate.success(ticket)
+            # Gate.success, inlined: lock-free unless the circuit moved on, a
+            # failure was counted or the window must move on (not fast_now).
+            if ticket == gate._generation << 1 and gate._clean:
+                window = gate.window
+                if window is None:
+                    gate.successes += 1
+                    return result
+                if window.fast_now:
+                    gate.successes += 1
+                    window._calls[window._slot] += 1
+                    return result
+            gate.success(ticket)
             return result
         self._settle(s, ticket, error, 0.0, 1)
         return await self._aretry(s, error, fn, args, kwargs)
@@ -468,11 +470,11 @@ def _warn_chaos(name: str, config: PolicyConfig) -> None:
 # recorded without a call. Anything else goes through Policy.acall/call.
 
 
-def _async_wrapper(  # noqa: C901 - the hot path below, inlined for speed
+def _async_wrapper(  # noqa: C901, PLR0915 - the hot path below, inlined
     policy: Policy, fn: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
-    async def wrapper(  # noqa: C901, PLR0912 - the hot path, inlined for speed
+    async def wrapper(  # noqa: C901, PLR0912, PLR0915 - the hot path, inlined
         *args: Any, **kwargs: Any
     ) -> Any:
         s = policy._s
@@ -531,16 +533,18 @@ def _async_wrapper(  # noqa: C901 - the hot path below, inlined for speed
         except BaseException as exc:
             error = exc
         else:
-            # Counted without the lock unless the circuit moved on, a
-            # failure was counted, or a window wants the outcome.
-            if (
-                ticket == gate._generation << 1
-                and gate._clean
-                and gate.window is None
-            ):
-                gate.successes += 1
-            else:
-                gate.success(ticket)
+            # Gate.success, inlined: lock-free unless the circuit moved on, a
+            # failure was counted or the window must move on (not fast_now).
+            if ticket == gate._generation << 1 and gate._clean:
+                window = gate.window
+                if window is None:
+                    gate.successes += 1
+                    return result
+                if window.fast_now:
+                    gate.successes += 1
+                    window._calls[window._slot] += 1
+                    return result
+            gate.success(ticket)
             return result
         policy._settle(s, ticket, error, 0.0, 1)
         return await policy._aretry(s, error, fn, args, kwargs)
@@ -548,11 +552,11 @@ def _async_wrapper(  # noqa: C901 - the hot path below, inlined for speed
     return wrapper
 
 
-def _sync_wrapper(
+def _sync_wrapper(  # noqa: C901 - the hot path below, inlined for speed
     policy: Policy, fn: Callable[..., Any]
 ) -> Callable[..., Any]:
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: C901 - inlined
         s = policy._s
         if not s.plain or _attempt.attempt_observer is not None:
             return policy.call(fn, *args, **kwargs)
@@ -573,16 +577,18 @@ def _sync_wrapper(
         except BaseException as exc:
             error = exc
         else:
-            # Counted without the lock unless the circuit moved on, a
-            # failure was counted, or a window wants the outcome.
-            if (
-                ticket == gate._generation << 1
-                and gate._clean
-                and gate.window is None
-            ):
-                gate.successes += 1
-            else:
-                gate.success(ticket)
+            # Gate.success, inlined: lock-free unless the circuit moved on, a
+            # failure was counted or the window must move on (not fast_now).
+            if ticket == gate._generation << 1 and gate._clean:
+                window = gate.window
+                if window is None:
+                    gate.successes += 1
+                    return result
+                if window.fast_now:
+                    gate.successes += 1
+                    window._calls[window._slot] += 1
+                    return result
+            gate.success(ticket)
             return result
         policy._settle(s, ticket, error, 0.0, 1)  # may raise the refusal
         if not policy._retryable(s, error):
