@@ -359,7 +359,11 @@ class _Source:
         ):
             wanted = _OBJECT_LINES - lineno
             self._look_for_object(data.split(b"\n", wanted)[:wanted], lineno)
-        if data.endswith(b"\r") or data.find(b"\r\n", 0, _CRLF_LOOK) >= 0:
+        # Looked for from the first CR on (memchr): most logs have none.
+        cr = data.find(b"\r", 0, _CRLF_LOOK)
+        if data.endswith(b"\r") or (
+            cr >= 0 and data.find(b"\r\n", cr, _CRLF_LOOK) >= 0
+        ):
             # CRLF: each line is looked at stripped anyway.
             data = data.replace(b"\r\n", b"\n").removesuffix(b"\r")
         marked, newlines = marked_lines(data)

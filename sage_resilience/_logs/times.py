@@ -113,10 +113,10 @@ def parse_timestamp(value: object) -> int | None:  # noqa: PLR0911 - one return 
     text = value.strip()
     if not text or len(text) > 64:
         return None
+    if text[-1] in "zZ":  # ISO-8601 UTC, and never a number
+        return _iso_to_us(text[:-1] + "+00:00")
     if _NUMERIC.fullmatch(text):
         return _numeric_text_to_us(text)
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
     return _iso_to_us(text)
 
 
