@@ -469,9 +469,14 @@ def _aggregate(
     """Feed the events of every source, merged in time order."""
     aggregator = _Aggregator(matches=matches)
     add = aggregator.add
-    for event in heapq.merge(
-        *(source.events() for source in scanned), key=itemgetter(0)
-    ):
+    streams = [source.events() for source in scanned]
+    # One file: its events in its order, as merging them would give.
+    events = (
+        streams[0]
+        if len(streams) == 1
+        else heapq.merge(*streams, key=itemgetter(0))
+    )
+    for event in events:
         add(event)
     return aggregator
 
