@@ -113,6 +113,38 @@ class TestVersion:
             "structlog",
         }
 
+    def test_logs_summarize_loads_no_structlog(self, tmp_path):
+        """logs summarize runs no policy: structlog is not even imported."""
+        log = tmp_path / "app.log"
+        log.write_text(
+            '{"breaker": "db", "old_state": "closed", "new_state": "open", '
+            '"event": "circuit_state_changed", '
+            '"timestamp": "2026-11-27T20:00:00.000000Z"}\n',
+            encoding="utf-8",
+        )
+        result = run(
+            "-X",
+            "importtime",
+            "-m",
+            "sage_resilience",
+            "logs",
+            "summarize",
+            str(log),
+            "--format",
+            "json",
+        )
+        assert 0 == result.returncode, result.stderr
+        assert 1 == json.loads(result.stdout)["breakers"]["db"]["trips"]
+        imported = {
+            line.rpartition("|")[2].strip()
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "sage_resilience._logs.read" in imported  # the measure works
+        assert [] == [
+            name for name in imported if name.split(".")[0] == "structlog"
+        ]
+
     def test_python_m_package_runs_commands(self):
         """python -m sage_resilience runs the sub-commands too."""
         result = run("-m", "sage_resilience", "config", "schema")

@@ -62,6 +62,8 @@ def _raw_time_us(line: bytes) -> int | None:
 
 
 _DIGITS: Final = b"0123456789"
+# json.loads' own decoder (no hooks), called directly.
+_decode: Final = json.JSONDecoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,10 @@ def _loads(line: bytes) -> tuple[Any, str | None]:
     not UTF-8.
     """
     try:
+        if line[:1] == b"{" and line[1:2] != b"\0":
+            # What json.loads does with such bytes (they are UTF-8 to its
+            # encoding detection), without the detection and the checks.
+            return _decode(line.decode("utf-8", "surrogatepass")), None
         return json.loads(line), None
     except RecursionError:
         return None, "JSON nested too deeply"

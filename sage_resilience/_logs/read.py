@@ -22,15 +22,19 @@ One :class:`_Source` per file turns its bytes into resilience events:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from sage_resilience._logs.bulk import (
+    _KEY,
     NO_BOTTOM,
     NO_TOP,
+    block_extremes,
     canonical,
-    marked_lines,
+    line_indices,
+    marked_starts,
     regular,
-    window_extremes,
 )
 from sage_resilience._logs.lines import (
     _DIGITS,
@@ -87,6 +91,19 @@ _Event = tuple[int, str, str, dict[str, Any]]
 # plain text is not searched to its end).
 _OBJECT_TRIES: Final = 20
 _OBJECT_LINES: Final = 10_000
+
+
+# A line's number, or how to count it (when it is reported: rarely).
+_LineNo = int | Callable[[], int]
+
+
+def _number(lineno: _LineNo) -> int:
+    return lineno if isinstance(lineno, int) else lineno()
+
+
+def _line_at(data: bytes, start: int, before: int) -> int:
+    """The number of the line of *data* starting at *start*."""
+    return before + data.count(b"\n", 0, start) + 1
 
 
 def _scratch() -> bytearray:
@@ -235,19 +252,21 @@ class _Source:
 
     # -- skipped lines ----------------------------------------------------
 
-    def _skip(self, lineno: int, reason: str) -> None:
+    def _skip(self, lineno: _LineNo, reason: str) -> None:
         self.skipped += 1
         if len(self.examples) < _EXAMPLES:
-            self.examples.append(SkippedLine(self.name, lineno, reason))
+            self.examples.append(
+                SkippedLine(self.name, _number(lineno), reason)
+            )
 
     def _skip_event(
-        self, lineno: int, reason: str, obj: dict[str, Any]
+        self, lineno: _LineNo, reason: str, obj: dict[str, Any]
     ) -> None:
         """Skip a line that names an event but cannot be used."""
         self._skip(lineno, reason)
         if self.first_bad_event is None:
             self.first_bad_event = _keys_seen(
-                self.name, lineno, obj, reason=reason
+                self.name, _number(lineno), obj, reason=reason
             )
 
     # -- the log's time span ------------------------------------------------
@@ -288,7 +307,7 @@ class _Source:
                 self.first_object = _keys_seen(self.name, lineno, obj)
                 return
 
-    def _note_mention(self, obj: dict[str, Any], lineno: int) -> None:
+    def _note_mention(self, obj: dict[str, Any], lineno: _LineNo) -> None:
         """A line naming an event, but not under an event key."""
         event_key = next(
             (
@@ -298,7 +317,7 @@ class _Source:
             ),
             None,
         )
-        self.mention = _keys_seen(self.name, lineno, obj, event_key)
+        self.mention = _keys_seen(self.name, _number(lineno), obj, event_key)
 
     # -- reading ------------------------------------------------------------
 
@@ -359,14 +378,24 @@ class _Source:
         ):
             wanted = _OBJECT_LINES - lineno
             self._look_for_object(data.split(b"\n", wanted)[:wanted], lineno)
-        if data.endswith(b"\r") or data.find(b"\r\n", 0, _CRLF_LOOK) >= 0:
+        # Looked for from the first CR on (memchr): most logs have none.
+        cr = data.find(b"\r", 0, _CRLF_LOOK)
+        if data.endswith(b"\r") or (
+            cr >= 0 and data.find(b"\r\n", cr, _CRLF_LOOK) >= 0
+        ):
             # CRLF: each line is looked at stripped anyway.
             data = data.replace(b"\r\n", b"\n").removesuffix(b"\r")
-        marked, newlines = marked_lines(data)
-        count = newlines + 1
-        self.lines += count
         self._top, self._bottom = NO_TOP, NO_BOTTOM
-        self._region(data, lineno, count, found, marked)
+        # A regular block (the usual one) is seen so without counting its
+        # newlines (see bulk.regular); only the others' are counted.
+        pieces = regular(data, None)
+        if pieces is not None:
+            self.lines += len(pieces) - 1
+            self._regular(data, pieces, lineno, found, marked_starts(data))
+        else:
+            count = data.count(b"\n") + 1
+            self.lines += count
+            self._region(data, lineno, count, found, tried=True)
         extremes = [(self._top, self._bottom)]
         for pair in self._extremes:
             extremes.append((pair[0], pair[1]))
@@ -388,18 +417,18 @@ class _Source:
         lineno: int,
         count: int,
         found: list[_Event],
-        marked: list[tuple[int, int]] | None = None,
+        *,
+        tried: bool = False,
     ) -> None:
         """Scan *count* lines: at once if regular, else cut in two.
 
         Cut only while the first or the last line is regular: a log of
-        another shape is read a line at a time straight away.
+        another shape is read a line at a time straight away. *tried*:
+        *data* is known not to be regular.
         """
-        pieces = regular(data, count)
+        pieces = None if tried else regular(data, count)
         if pieces is not None:
-            if marked is None:
-                marked = marked_lines(data)[0]
-            self._regular(data, pieces, lineno, found, marked)
+            self._regular(data, pieces, lineno, found, marked_starts(data))
             return
         if count > _FEW_LINES and (
             regular(data[: data.find(b"\n")], 1) is not None
@@ -424,18 +453,31 @@ class _Source:
         pieces: list[bytes],
         lineno: int,
         found: list[_Event],
-        marked: list[tuple[int, int]],
+        marked: list[int],
     ) -> None:
-        """A regular region: its times at once, its event lines parsed."""
+        """A regular region: its times at once, its event lines parsed.
+
+        *marked*: where the lines to parse start. Their numbers are
+        counted only when one is reported, their indices only when the
+        time extremes need them (see bulk.block_extremes).
+        """
         values = pieces[1:]  # the value of line i starts values[i]
-        for start, index in marked:
+        marked_values: set[bytes] = set()
+        for start in marked:
             end = data.find(b"\n", start)
             line = data[start:] if end < 0 else data[start:end]
-            event = self._parse(line, lineno + index + 1)
+            # A regular line holds one time key: its value is values[i].
+            key = line.find(_KEY)
+            marked_values.add(line[key + 14 : key + 42])
+            event = self._parse(line, partial(_line_at, data, start, lineno))
             if event is not None:
                 found.append(event)
-        top, bottom, before, after_until = window_extremes(
-            values, self._lo, self._hi, [index for _, index in marked]
+        top, bottom, before, after_until = block_extremes(
+            values,
+            self._lo,
+            self._hi,
+            marked_values,
+            lambda: line_indices(data, marked),
         )
         self.before_since = self.before_since or before
         self.after_until = self.after_until or after_until
@@ -523,7 +565,7 @@ class _Source:
             if stripped[:1] == b"{" and stripped[-1:] == b"}":
                 self._see_line(stripped)
 
-    def _parse(self, line: bytes, lineno: int) -> _Event | None:  # noqa: C901, PLR0911 - every way a line can be unusable
+    def _parse(self, line: bytes, lineno: _LineNo) -> _Event | None:  # noqa: C901, PLR0911 - every way a line can be unusable
         """Parse a line that names a resilience event.
 
         Whatever the line holds, the answer is an event, an ordinary line,

@@ -72,6 +72,8 @@ _DEDUP_HORIZON_US: Final = 120_000_000
 _DEDUP_KEEP: Final = 1_000
 _DEDUP_MAX: Final = 100_000
 _MAX_WINDOW: Final = MAX_WINDOW
+# The types of JSON values _hashable keeps as they are (checked at once).
+_PLAIN: Final = frozenset({type(None), str, int, float, bool})
 
 # ---------------------------------------------------------------------------
 # Root causes
@@ -271,19 +273,18 @@ class _Aggregator:
         self, us: int, kind: str, breaker: str, obj: dict[str, Any]
     ) -> bool:
         """Whether this retry/rejection event was already counted."""
-        key = hash(
-            (
-                us,
-                kind,
-                breaker,
-                _hashable(obj.get("attempt")),
-                _hashable(obj.get("attempts")),
-                _hashable(obj.get("max_attempts")),
-                _hashable(obj.get("wait")),
-                _hashable(obj.get("error")),
-                _hashable(obj.get("retry_after")),
-            )
+        get = obj.get
+        values: tuple[object, ...] = (
+            get("attempt"),
+            get("attempts"),
+            get("max_attempts"),
+            get("wait"),
+            get("error"),
+            get("retry_after"),
         )
+        if not _PLAIN.issuperset(map(type, values)):
+            values = tuple(map(_hashable, values))
+        key = hash((us, kind, breaker, *values))
         if key in self.recent:
             return True
         self.newest = max(self.newest, us)
@@ -468,9 +469,14 @@ def _aggregate(
     """Feed the events of every source, merged in time order."""
     aggregator = _Aggregator(matches=matches)
     add = aggregator.add
-    for event in heapq.merge(
-        *(source.events() for source in scanned), key=itemgetter(0)
-    ):
+    streams = [source.events() for source in scanned]
+    # One file: its events in its order, as merging them would give.
+    events = (
+        streams[0]
+        if len(streams) == 1
+        else heapq.merge(*streams, key=itemgetter(0))
+    )
+    for event in events:
         add(event)
     return aggregator
 

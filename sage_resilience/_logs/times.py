@@ -78,7 +78,7 @@ def _in_range(us: int) -> int | None:
     return us if _MIN_US <= us <= _MAX_US else None
 
 
-def parse_timestamp(value: object) -> int | None:  # noqa: PLR0911 - one return per timestamp shape
+def parse_timestamp(value: object) -> int | None:
     """Read a log timestamp as microseconds since the epoch (UTC).
 
     Accepts ISO-8601 with or without a zone (naive means UTC, ``Z`` is
@@ -99,6 +99,8 @@ def parse_timestamp(value: object) -> int | None:  # noqa: PLR0911 - one return 
 
     .. versionadded:: 0.1.0
     """
+    if type(value) is str:  # the usual case, then the others in order
+        return _text_to_us(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -110,13 +112,18 @@ def parse_timestamp(value: object) -> int | None:  # noqa: PLR0911 - one return 
             return None
     if not isinstance(value, str):
         return None
+    return _text_to_us(value)
+
+
+def _text_to_us(value: str) -> int | None:
+    """parse_timestamp for a text."""
     text = value.strip()
     if not text or len(text) > 64:
         return None
+    if text[-1] in "zZ":  # ISO-8601 UTC, and never a number
+        return _iso_to_us(text[:-1] + "+00:00")
     if _NUMERIC.fullmatch(text):
         return _numeric_text_to_us(text)
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
     return _iso_to_us(text)
 
 
