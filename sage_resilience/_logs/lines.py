@@ -97,6 +97,27 @@ class _SortableTime:
             template=template,
         )
 
+    def find(self, line: bytes) -> bytes | None:
+        """This shape's value in *line* (``b""`` if it has another shape).
+
+        None when *line* lacks the shape's key.
+        """
+        i = line.find(self.marker)
+        if i < 0:
+            return None
+        start = i + len(self.marker)
+        end = start + self.width
+        raw = line[start:end]
+        if (
+            line[end : end + 1] != b'"'
+            or len(raw) != self.width
+            or raw[4] != 45  # -
+            or raw.translate(None, _DIGITS) != self.skeleton
+            or not raw.endswith(self.tail)
+        ):
+            return b""
+        return raw
+
     def render(self, us: int) -> bytes:
         """The value of this shape for *us* (a multiple of unit_us)."""
         m = _moment(us)

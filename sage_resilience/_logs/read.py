@@ -37,7 +37,6 @@ from sage_resilience._logs.bulk import (
     regular,
 )
 from sage_resilience._logs.lines import (
-    _DIGITS,
     _SORTABLE,
     _classify_bad_line,
     _event_name,
@@ -199,6 +198,18 @@ class _Blocks:
             self.problem = "truncated gzip data"
 
 
+def _event_key(obj: dict[str, Any]) -> str | None:
+    """The key under which *obj* names an event, if any."""
+    return next(
+        (
+            str(key)
+            for key, value in obj.items()
+            if isinstance(value, str) and value in _EVENTS
+        ),
+        None,
+    )
+
+
 class _Source:
     """Scans one file: counts lines, keeps skipped examples, yields events.
 
@@ -309,15 +320,9 @@ class _Source:
 
     def _note_mention(self, obj: dict[str, Any], lineno: _LineNo) -> None:
         """A line naming an event, but not under an event key."""
-        event_key = next(
-            (
-                str(key)
-                for key, value in obj.items()
-                if isinstance(value, str) and value in _EVENTS
-            ),
-            None,
+        self.mention = _keys_seen(
+            self.name, _number(lineno), obj, _event_key(obj)
         )
-        self.mention = _keys_seen(self.name, _number(lineno), obj, event_key)
 
     # -- reading ------------------------------------------------------------
 
@@ -534,19 +539,10 @@ class _Source:
     def _see_sortable(self, line: bytes) -> None:
         """A line's time by the shapes of _SORTABLE, else exactly."""
         for index, (shape, lo, hi) in enumerate(self._sortable):
-            i = line.find(shape.marker)
-            if i < 0:
+            raw = shape.find(line)
+            if raw is None:
                 continue
-            start = i + len(shape.marker)
-            end = start + shape.width
-            raw = line[start:end]
-            if (
-                line[end : end + 1] != b'"'
-                or len(raw) != shape.width
-                or raw[4] != 45  # -
-                or raw.translate(None, _DIGITS) != shape.skeleton
-                or not raw.endswith(shape.tail)
-            ):
+            if not raw:
                 break
             if raw < lo:
                 self.before_since = True
