@@ -1,13 +1,22 @@
-"""One attempt's timeout (_attempt.within and its wheel): the semantics of
-``asyncio.timeout`` with one timer per 5 ms bucket."""
+"""One attempt's timeout (_attempt.within, its wheel, and the decorator's
+inlined copy): the semantics of ``asyncio.timeout`` with one timer per 5 ms
+bucket."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING
 
 import pytest
-from sage_resilience import _attempt
+from sage_resilience import Policy, PolicyConfig, _attempt
 from sage_resilience._attempt import within
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 async def sleeper(seconds: float) -> str:
@@ -112,3 +121,145 @@ def test_each_event_loop_has_its_wheel() -> None:
         with pytest.raises(TimeoutError):
             asyncio.run(within(0.01, sleeper(5)))
         assert "done" == asyncio.run(within(1, sleeper(0)))
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_wheel() -> None:
+    """Only the cache of the last loop used holds a loop strongly."""
+    refs = []
+    for _ in range(4):
+        loop = asyncio.new_event_loop()
+        assert "done" == loop.run_until_complete(within(1, sleeper(0)))
+        loop.close()
+        refs.append(weakref.ref(loop))
+        del loop
+    gc.collect()
+    assert [False, False, False, True] == [ref() is not None for ref in refs]
+    assert 1 == len(_attempt._wheels)
+
+
+# -- the decorator's own copy of within() --------------------------------------
+#
+# Policy's wrapper arms the attempt's deadline in its own frame when the
+# loop of the previous timed attempt runs in this thread (_attempt._running);
+# the same semantics, checked through the decorator.
+
+
+def timed(
+    timeout: float,
+    fn: Callable[[float], Awaitable[str]] = sleeper,
+) -> Callable[[float], Awaitable[str]]:
+    """*fn* under a policy with *timeout*, one attempt, never opening."""
+    config = PolicyConfig.model_validate(
+        {"timeout": timeout, "failure_threshold": 10_000}
+    )
+    return Policy("timed", config)(fn)
+
+
+async def armed_here() -> None:
+    """A first timed call, so the next ones take the wrapper's own path."""
+    assert "done" == await timed(1)(0)
+    running = _attempt._running
+    assert running is not None
+    assert running[0] is asyncio.get_running_loop()
+
+
+async def test_decorated_expiry_raises_timeout_error() -> None:
+    await armed_here()
+    for _ in range(2):
+        with pytest.raises(TimeoutError) as raised:
+            await timed(0.02)(5)
+        assert isinstance(raised.value.__cause__, asyncio.CancelledError)
+    assert "done" == await timed(1)(0)
+    assert not wheel().fired
+    assert all(not bucket for bucket in wheel()._buckets.values())
+
+
+async def test_decorated_outside_cancellation_stays_a_cancellation() -> None:
+    await armed_here()
+    task = asyncio.ensure_future(timed(5)(5))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert all(not bucket for bucket in wheel()._buckets.values())
+
+
+@pytest.mark.parametrize("first", ["outside", "expiry"])
+async def test_decorated_outside_cancellation_racing_the_expiry_wins(
+    first: str,
+) -> None:
+    """Both in one iteration, in either order: as with asyncio.timeout,
+    the cancellation from outside surfaces, not a TimeoutError."""
+    await armed_here()
+    task = asyncio.ensure_future(timed(30)(5))
+    await asyncio.sleep(0)  # the attempt is armed and asleep
+    timers = wheel()
+    ticks = [tick for tick, bucket in timers._buckets.items() if bucket]
+    assert 1 == len(ticks)
+    if first == "outside":
+        task.cancel()
+    timers._fire(ticks[0])
+    if first == "expiry":
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not timers.fired
+
+
+async def test_decorated_expiry_alone_is_a_timeout() -> None:
+    """The same set-up without the outside cancellation."""
+    await armed_here()
+    task = asyncio.ensure_future(timed(30)(5))
+    await asyncio.sleep(0)
+    timers = wheel()
+    (tick,) = [tick for tick, bucket in timers._buckets.items() if bucket]
+    timers._fire(tick)
+    with pytest.raises(TimeoutError):
+        await task
+
+
+async def spinner(seconds: float) -> str:
+    """Busy for *seconds* without giving the loop back: its task is the
+    loop's current task all along."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    return "done"
+
+
+def test_decorated_timeouts_of_loops_in_two_threads_stay_apart() -> None:
+    """Each thread's attempts are timed on its own loop and cancel only its
+    own tasks, also while the other thread's loop is the one cached and a
+    task of it is running (the spinner's thread)."""
+    start = threading.Barrier(2)
+    results: dict[str, list[str]] = {}
+
+    async def calls(
+        name: str, policy: Callable[[float], Awaitable[str]], seconds: float
+    ) -> None:
+        seen = results.setdefault(name, [])
+        for _ in range(30):
+            try:
+                seen.append(await policy(seconds))
+            except TimeoutError:
+                seen.append("timed out")
+            except asyncio.CancelledError:  # pragma: no cover - the bug
+                seen.append("cancelled")
+                return
+
+    def run(
+        name: str, policy: Callable[[float], Awaitable[str]], seconds: float
+    ) -> None:
+        start.wait()
+        asyncio.run(calls(name, policy, seconds))
+
+    threads = [
+        threading.Thread(target=run, args=("spin", timed(5, spinner), 0.02)),
+        threading.Thread(target=run, args=("expire", timed(0.005), 0.5)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert ["done"] * 30 == results["spin"]
+    assert ["timed out"] * 30 == results["expire"]
