@@ -40,6 +40,7 @@ field of ``PolicyConfig``.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -382,6 +383,20 @@ def forget_wheels() -> None:
     _wheels.clear()
     _last_wheel = (None, None)
     _running = None
+
+
+def _forget_loops_in_child() -> None:
+    # A fork made inside a running task leaves the child with the parent's
+    # loop "running" in the same thread and that task current: _running
+    # would time the child's attempts on a loop nothing runs. (The wheels
+    # themselves are keyed by loop: the child's loops get their own.)
+    global _last_wheel, _running  # noqa: PLW0603
+    _last_wheel = (None, None)
+    _running = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_loops_in_child)
 
 
 def _wheel_of(loop: asyncio.AbstractEventLoop) -> _TimeoutWheel:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import threading
 import time
 import weakref
@@ -263,3 +265,26 @@ def test_decorated_timeouts_of_loops_in_two_threads_stay_apart() -> None:
         thread.join(timeout=60)
     assert ["done"] * 30 == results["spin"]
     assert ["timed out"] * 30 == results["expire"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_decorated_timeout_in_a_child_forked_from_a_coroutine() -> None:
+    """The child of a fork made inside a running task sees the parent's
+    loop as running in its own thread, with that task current: its timed
+    attempts must still be timed on the loop the child runs."""
+    await armed_here()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            signal.alarm(10)  # whatever happens, the child ends
+            try:
+                # Untimed, the attempt would sleep for 5 s and return.
+                asyncio.run(timed(0.02)(5))
+            except TimeoutError:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), status
+    assert 0 == os.WEXITSTATUS(status)
