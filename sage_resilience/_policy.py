@@ -210,10 +210,15 @@ class Policy(AttemptRunner):
             return await self._aretry(s, error, fn, args, kwargs)
         gate = self._gate
         generation = gate._generation  # Gate.admit, inlined
-        if gate._state is CLOSED:
+        state = gate._state
+        if state is CLOSED:
             gate.calls += 1
             ticket = generation << 1
         else:
+            if state is OPEN:  # a refusal raised here: one frame less
+                now = gate._clock()
+                if gate._forced or now < gate._probe_at:
+                    raise gate._reject(now)
             try:
                 ticket = gate.admit(wait=True)
             except ClaimPending as pending:
