@@ -177,7 +177,7 @@ async def failure_path(url: str, calls: int) -> dict[str, float]:
         p = _policy(
             config,
             f"fail-{label}",
-            failure_threshold=10**9,
+            failure_threshold=1_000_000,  # the largest allowed, above --calls
             retry={"attempts": 1},
         )
         start = time.perf_counter_ns()
@@ -305,10 +305,10 @@ def _time_gate_calls(p: Policy) -> list[float]:
     for method in ("admit", "success", "failure", "release"):
         real = getattr(gate, method)
 
-        def timed(*args: Any, _real: Any = real) -> Any:
+        def timed(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return _real(*args)
+                return _real(*args, **kwargs)
             finally:
                 durations.append(time.perf_counter() - start)
 
