@@ -267,7 +267,6 @@ def test_decorated_timeouts_of_loops_in_two_threads_stay_apart() -> None:
     assert ["timed out"] * 30 == results["expire"]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 async def test_decorated_timeout_in_a_child_forked_from_a_coroutine() -> None:
     """The child of a fork made inside a running task sees the parent's
     loop as running in its own thread, with that task current: its timed
