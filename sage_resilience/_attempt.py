@@ -280,7 +280,6 @@ class _TimeoutWheel:
         "_buckets",
         "_high",
         "_last",
-        "_last_tick",
         "_loop",
         "_low",
         "_time",
@@ -301,7 +300,6 @@ class _TimeoutWheel:
         # The bucket the previous attempt went to (most do likewise), and
         # the deadlines it serves: from _low to _high, when its timer fires
         # (an empty range once it has fired).
-        self._last_tick = -1
         self._last: dict[object, asyncio.Task[Any]] = {}
         self._low = 0.0
         self._high = -1.0
@@ -322,7 +320,6 @@ class _TimeoutWheel:
             if loop is not None:  # else nothing runs there any more
                 loop.call_at(tick * TIMEOUT_RESOLUTION, self._fire, tick)
         self._last = found
-        self._last_tick = tick
         self._low = (tick - 1) * TIMEOUT_RESOLUTION
         self._high = tick * TIMEOUT_RESOLUTION
         return found
@@ -350,10 +347,9 @@ class _TimeoutWheel:
         return cancelled
 
     def _fire(self, tick: int) -> None:
-        if tick == self._last_tick:
-            self._last_tick = -1
-            self._high = -1.0
         bucket = self._buckets.pop(tick, {})
+        if bucket is self._last:
+            self._high = -1.0  # its deadlines go to a new bucket
         for key, task in list(bucket.items()):
             self.fired.add(key)
             task.cancel()
@@ -378,25 +374,22 @@ _running: tuple[asyncio.BaseEventLoop, _TimeoutWheel] | None = None
 
 
 def forget_wheels() -> None:
-    """Drop every loop's timeout wheel (tests); pending expiries still fire."""
+    """Drop every loop's timeout wheel and the caches of the last one.
+
+    For tests (pending expiries still fire), and in a child after fork():
+    a fork made inside a running task leaves the child with the parent's
+    loop "running" in the same thread and that task current, so
+    ``_running`` would time the child's attempts on a loop that
+    nothing runs there.
+    """
     global _last_wheel, _running  # noqa: PLW0603
     _wheels.clear()
     _last_wheel = (None, None)
     _running = None
 
 
-def _forget_loops_in_child() -> None:
-    # A fork made inside a running task leaves the child with the parent's
-    # loop "running" in the same thread and that task current: _running
-    # would time the child's attempts on a loop nothing runs. (The wheels
-    # themselves are keyed by loop: the child's loops get their own.)
-    global _last_wheel, _running  # noqa: PLW0603
-    _last_wheel = (None, None)
-    _running = None
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_loops_in_child)
+    os.register_at_fork(after_in_child=forget_wheels)
 
 
 def _wheel_of(loop: asyncio.AbstractEventLoop) -> _TimeoutWheel:

@@ -287,3 +287,28 @@ async def test_decorated_timeout_in_a_child_forked_from_a_coroutine() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status), status
     assert 0 == os.WEXITSTATUS(status)
+
+
+async def test_a_fired_bucket_takes_no_more_attempts() -> None:
+    """A bucket fired (here, ahead of its time) is gone from the wheel: an
+    attempt whose deadline falls in its range goes to a new one, with a
+    timer of its own, in within() as in the decorator's copy."""
+    await armed_here()
+    timers = wheel()
+    # Its clock stopped: every deadline falls in the same bucket's range.
+    now = timers._time()
+    timers._time = lambda: now
+    first = asyncio.ensure_future(timed(30)(5))
+    await asyncio.sleep(0)
+    (tick,) = [tick for tick, bucket in timers._buckets.items() if bucket]
+    timers._fire(tick)
+    with pytest.raises(TimeoutError):
+        await first
+    for second in (timed(30)(5), within(30, sleeper(5))):
+        task = asyncio.ensure_future(second)
+        await asyncio.sleep(0)
+        held = [bucket for bucket in timers._buckets.values() if bucket]
+        assert 1 == len(held), "the attempt went to the fired bucket"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
