@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pybreaker
 import redis
@@ -64,6 +64,9 @@ from sage_resilience._storage import (  # noqa: E402
     make_storage,
 )
 from tests.support.redis_server import RedisServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Boom(ConnectionError):  # noqa: N818 - the tests' name for it
@@ -302,17 +305,27 @@ def _time_gate_calls(p: Policy) -> list[float]:
     """
     gate = p._gate
     durations: list[float] = []
-    for method in ("admit", "success", "failure", "release"):
-        real = getattr(gate, method)
 
-        def timed(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+    def timing(real: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return _real(*args, **kwargs)
+                return real(self, *args, **kwargs)
             finally:
                 durations.append(time.perf_counter() - start)
 
-        setattr(gate, method, timed)
+        return timed
+
+    # A gate has slots, not an instance dictionary: its class is swapped
+    # for a subclass whose methods are timed (the same slots, no more).
+    base = type(gate)
+    timed_methods = {
+        name: timing(getattr(base, name))
+        for name in ("admit", "success", "failure", "release")
+    }
+    gate.__class__ = type(
+        "TimedGate", (base,), {"__slots__": (), **timed_methods}
+    )
     return durations
 
 

@@ -196,6 +196,8 @@ class Gate(Circuit):
     thresholds of the same pybreaker breaker, so the circuit state survives.
     """
 
+    __slots__ = ("_fleet", "_stats")
+
     def __init__(
         self,
         name: str,
@@ -206,13 +208,7 @@ class Gate(Circuit):
         storage_name: str = "memory",
         clock: Callable[[], float] = LOCAL_CLOCK,
     ) -> None:
-        super().__init__(
-            name,
-            config,
-            platform=platform,
-            storage_name=storage_name,
-            clock=clock,
-        )
+        super().__init__(name, config, platform, storage_name, clock)
         # Recent failures, their rate, time open (not the call counters).
         self._stats = GateStats()
         # The gate's side of a shared storage (None with any other).
@@ -255,7 +251,7 @@ class Gate(Circuit):
         state = self._state
         if state is CLOSED:
             self.calls += 1
-            return generation << 1
+            return generation * 2
         if state is OPEN:
             # Refusing needs no lock: nothing but counters changes.
             now = self._clock()
@@ -268,7 +264,7 @@ class Gate(Circuit):
             state = self._state
             if state == CLOSED:
                 self.calls += 1
-                return self._generation << 1
+                return self._generation * 2
             now = self._clock()
             fleet = self._live()
             claim = None  # the probe claim this call sent, if any
@@ -295,7 +291,7 @@ class Gate(Circuit):
             if probe:
                 self._probes += 1
                 self.calls += 1
-                ticket = self._generation << 1 | PROBE
+                ticket = self._generation * 2 | PROBE
                 if fleet is not None and token is not None:
                     fleet.hold(token)
             elif claim is not None:
@@ -378,7 +374,7 @@ class Gate(Circuit):
         """Record a success (or an ignored exception) of an admitted call."""
         self.successes += 1
         window = self.window
-        if ticket == self._generation << 1 and self._clean:
+        if ticket == self._generation * 2 and self._clean:
             if window is None:
                 return
             # A success that cannot open the circuit is counted without the

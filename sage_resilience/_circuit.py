@@ -53,7 +53,8 @@ CANONICAL: Final[dict[str, State]] = {
 }
 
 
-#: Tickets are ``generation << 1 | is_probe``: one int, no allocation.
+#: Tickets are ``generation * 2 | is_probe``: one int, no allocation (``* 2``,
+#: not ``<< 1``: the interpreter specialises ``*`` on small ints).
 PROBE: Final = 1
 
 
@@ -77,6 +78,49 @@ class Circuit:
             and metrics; changed on every call).
     """
 
+    # Slots: the hot path reads and writes these on every call, and a
+    # slot is the cheapest attribute there is (an instance dict of this
+    # many keys is not key-shared: every access is a hash lookup).
+    __slots__ = (
+        "__weakref__",
+        "_asked",
+        "_backoff_timeout",
+        "_clean",
+        "_clock",
+        "_closed_at",
+        "_forced",
+        "_generation",
+        "_half_open_at",
+        "_local_base",
+        "_lock",
+        "_opened_at",
+        "_pending",
+        "_probe_at",
+        "_probes",
+        "_reason",
+        "_refusal_info",
+        "_rejected_while_open",
+        "_rejection_logged",
+        "_state",
+        "_storage",
+        "_streak",
+        "_wall_base",
+        "_window_reason",
+        "breaker",
+        "bulkhead_rejections",
+        "calls",
+        "config",
+        "current_recovery_timeout",
+        "failures",
+        "name",
+        "platform",
+        "rejections",
+        "retries",
+        "storage_name",
+        "successes",
+        "window",
+    )
+
     breaker: pybreaker.CircuitBreaker
     _storage: pybreaker.CircuitBreakerStorage
 
@@ -84,7 +128,6 @@ class Circuit:
         self,
         name: str,
         config: PolicyConfig,
-        *,
         platform: str,
         storage_name: str,
         clock: Callable[[], float],
@@ -133,6 +176,8 @@ class Circuit:
         # The Retry-After of the failure being recorded (it may open).
         self._asked: float | None = None
         self.window: SlidingWindow | None = None
+        # Why the rate window last said: open.
+        self._window_reason = "failure_rate"
 
     def _on_transition(self, old: str, new: str) -> None:
         """Mirror a pybreaker transition (the gate's; lock held)."""
@@ -218,8 +263,6 @@ class Circuit:
             self._clean = self._state == CLOSED and not self.failure_count
 
     # -- rate window (trip:) ------------------------------------------------
-
-    _window_reason = "failure_rate"
 
     def _window_verdict(
         self, window: SlidingWindow, *, failed: bool, duration: float

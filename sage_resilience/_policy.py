@@ -213,7 +213,7 @@ class Policy(AttemptRunner):
         state = gate._state
         if state is CLOSED:
             gate.calls += 1
-            ticket = generation << 1
+            ticket = generation * 2
         else:
             if state is OPEN:  # a refusal raised here: one frame less
                 now = gate._clock()
@@ -233,7 +233,7 @@ class Policy(AttemptRunner):
         else:
             # Gate.success, inlined: lock-free unless the circuit moved on, a
             # failure was counted or the window must move on (not fast_now).
-            if ticket == gate._generation << 1 and gate._clean:
+            if ticket == gate._generation * 2 and gate._clean:
                 window = gate.window
                 if window is None:
                     gate.successes += 1
@@ -490,7 +490,7 @@ def _async_wrapper(  # noqa: C901, PLR0915 - the hot path below, inlined
         state = gate._state
         if state is CLOSED:
             gate.calls += 1
-            ticket = generation << 1
+            ticket = generation * 2
         else:
             if state is OPEN:  # a refusal raised here: one frame less
                 now = gate._clock()
@@ -540,7 +540,7 @@ def _async_wrapper(  # noqa: C901, PLR0915 - the hot path below, inlined
         else:
             # Gate.success, inlined: lock-free unless the circuit moved on, a
             # failure was counted or the window must move on (not fast_now).
-            if ticket == gate._generation << 1 and gate._clean:
+            if ticket == gate._generation * 2 and gate._clean:
                 window = gate.window
                 if window is None:
                     gate.successes += 1
@@ -570,7 +570,7 @@ def _sync_wrapper(  # noqa: C901 - the hot path below, inlined for speed
         state = gate._state
         if state is CLOSED:
             gate.calls += 1
-            ticket = generation << 1
+            ticket = generation * 2
         else:
             if state is OPEN:  # a refusal raised here: one frame less
                 now = gate._clock()
@@ -584,7 +584,7 @@ def _sync_wrapper(  # noqa: C901 - the hot path below, inlined for speed
         else:
             # Gate.success, inlined: lock-free unless the circuit moved on, a
             # failure was counted or the window must move on (not fast_now).
-            if ticket == gate._generation << 1 and gate._clean:
+            if ticket == gate._generation * 2 and gate._clean:
                 window = gate.window
                 if window is None:
                     gate.successes += 1
