@@ -264,6 +264,9 @@ _current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = (
     asyncio.tasks._current_tasks  # type: ignore[attr-defined]
 )
 _TICKS_PER_SECOND: Final = 1 / TIMEOUT_RESOLUTION
+#: The task current on a loop (None outside a task): a bound method built
+#: once, not on every timed attempt.
+_task_of = _current_tasks.get
 
 
 class _TimeoutWheel:
@@ -410,18 +413,30 @@ async def within(timeout: float, awaitable: Awaitable[T]) -> T:  # noqa: ASYNC10
     races the expiry still wins); the expiry is late by at most
     ``TIMEOUT_RESOLUTION``.
     """
-    loop = _get_running_loop()
-    task = _current_tasks.get(loop)
-    if task is None:  # pragma: no cover - awaited outside a task
-        async with asyncio.timeout(timeout):
-            return await awaitable
-    cached, wheel = _last_wheel
-    if cached is not loop or wheel is None:
-        wheel = _wheel_of(loop)
+    running = _running
+    if (
+        running is not None
+        and running[0]._thread_id == _get_ident()  # type: ignore[attr-defined]
+        and (task := _task_of(running[0])) is not None
+    ):
+        # On the loop of the previous timed attempt (see _running).
+        wheel = running[1]
+    else:
+        loop = _get_running_loop()
+        task = _task_of(loop)
+        if task is None:  # pragma: no cover - awaited outside a task
+            async with asyncio.timeout(timeout):
+                return await awaitable
+        cached, known = _last_wheel
+        if cached is loop and known is not None:
+            wheel = known
+        else:
+            wheel = _wheel_of(loop)
     cancelling = task.cancelling()
     # The attempt goes to the bucket whose timer fires first at or after
     # its deadline (the previous one, mostly); the awaitable is its key.
-    deadline = wheel._time() + timeout
+    clock = wheel._time  # an attribute, not a method: no method lookup
+    deadline = clock() + timeout
     bucket = (
         wheel._last
         if wheel._low <= deadline <= wheel._high

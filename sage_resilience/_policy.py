@@ -26,8 +26,8 @@ from sage_resilience._attempt import (
     AttemptRunner,
     PendingVerdict,
     Settings,
-    _current_tasks,
     _get_ident,
+    _task_of,
     within,
 )
 from sage_resilience._breaker import ClaimPending, Gate
@@ -504,21 +504,21 @@ def _async_wrapper(  # noqa: C901, PLR0915 - the hot path below, inlined
             timeout = s.timeout
             if timeout is None:
                 result = await fn(*args, **kwargs)
-            else:
-                # _attempt.within, inlined: no frame of its own.
+            else:  # _attempt.within, inlined: no frame of its own
                 attempt = fn(*args, **kwargs)
                 running = _attempt._running
                 if (
                     running is None
-                    or running[0]._thread_id  # type: ignore[attr-defined]
+                    or (loop := running[0])._thread_id  # type: ignore[attr-defined]
                     != _get_ident()
-                    or (task := _current_tasks.get(running[0])) is None
+                    or (task := _task_of(loop)) is None
                 ):
                     result = await within(timeout, attempt)
                 else:
                     wheel = running[1]
                     cancelling = task.cancelling()
-                    deadline = wheel._time() + timeout
+                    clock = wheel._time  # an attribute: no method lookup
+                    deadline = clock() + timeout
                     bucket = (
                         wheel._last
                         if wheel._low <= deadline <= wheel._high

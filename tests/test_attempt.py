@@ -143,18 +143,25 @@ def test_a_closed_loop_is_not_kept_alive_by_its_wheel() -> None:
 #
 # Policy's wrapper arms the attempt's deadline in its own frame when the
 # loop of the previous timed attempt runs in this thread (_attempt._running);
-# the same semantics, checked through the decorator.
+# within() itself (Policy.acall) takes the same shortcut. The same
+# semantics, checked through the decorator and, where the shortcut could
+# go wrong (threads, fork), through acall too.
 
 
 def timed(
     timeout: float,
     fn: Callable[[float], Awaitable[str]] = sleeper,
+    entry: str = "decorator",
 ) -> Callable[[float], Awaitable[str]]:
-    """*fn* under a policy with *timeout*, one attempt, never opening."""
+    """*fn* under a policy with *timeout*, one attempt, never opening:
+    decorated, or called through ``Policy.acall`` (*entry* ``"acall"``)."""
     config = PolicyConfig.model_validate(
         {"timeout": timeout, "failure_threshold": 10_000}
     )
-    return Policy("timed", config)(fn)
+    policy = Policy("timed", config)
+    if entry == "acall":
+        return lambda seconds: policy.acall(fn, seconds)
+    return policy(fn)
 
 
 async def armed_here() -> None:
@@ -229,7 +236,10 @@ async def spinner(seconds: float) -> str:
     return "done"
 
 
-def test_decorated_timeouts_of_loops_in_two_threads_stay_apart() -> None:
+@pytest.mark.parametrize("entry", ["decorator", "acall"])
+def test_decorated_timeouts_of_loops_in_two_threads_stay_apart(
+    entry: str,
+) -> None:
     """Each thread's attempts are timed on its own loop and cancel only its
     own tasks, also while the other thread's loop is the one cached and a
     task of it is running (the spinner's thread)."""
@@ -256,8 +266,12 @@ def test_decorated_timeouts_of_loops_in_two_threads_stay_apart() -> None:
         asyncio.run(calls(name, policy, seconds))
 
     threads = [
-        threading.Thread(target=run, args=("spin", timed(5, spinner), 0.02)),
-        threading.Thread(target=run, args=("expire", timed(0.005), 0.5)),
+        threading.Thread(
+            target=run, args=("spin", timed(5, spinner, entry), 0.02)
+        ),
+        threading.Thread(
+            target=run, args=("expire", timed(0.005, sleeper, entry), 0.5)
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -267,7 +281,10 @@ def test_decorated_timeouts_of_loops_in_two_threads_stay_apart() -> None:
     assert ["timed out"] * 30 == results["expire"]
 
 
-async def test_decorated_timeout_in_a_child_forked_from_a_coroutine() -> None:
+@pytest.mark.parametrize("entry", ["decorator", "acall"])
+async def test_decorated_timeout_in_a_child_forked_from_a_coroutine(
+    entry: str,
+) -> None:
     """The child of a fork made inside a running task sees the parent's
     loop as running in its own thread, with that task current: its timed
     attempts must still be timed on the loop the child runs."""
@@ -279,7 +296,7 @@ async def test_decorated_timeout_in_a_child_forked_from_a_coroutine() -> None:
             signal.alarm(10)  # whatever happens, the child ends
             try:
                 # Untimed, the attempt would sleep for 5 s and return.
-                asyncio.run(timed(0.02)(5))
+                asyncio.run(timed(0.02, sleeper, entry)(5))
             except TimeoutError:
                 code = 0
         finally:
