@@ -271,6 +271,47 @@ class TestArgumentValues:
         assert "s3cret" not in err
         assert "\x1b" not in err
 
+    @pytest.mark.parametrize(
+        "dsn",
+        [
+            "postgresql://[::1",
+            "postgresql://sage:s3cret@[::1/sage",
+            "postgresql://sage:s3cret@127.0.0.1:99999/sage",
+            "postgresql://127.0.0.1:port/sage",
+            "mysql://sage:s3cret@127.0.0.1/sage",
+            "host=127.0.0.1 password=s3cret dbname=sage",
+            "postgresql://sage:s3cret@127.0.0.1/a name",
+            "postgresql://127.0.0.1/\x1b[2J",
+        ],
+    )
+    def test_malformed_dsn(self, dsn, capsys):
+        """doctor --dsn must be a postgresql:// URL: else one usage line,
+        the password hidden."""
+        with pytest.raises(SystemExit) as info:
+            main(["doctor", "--dsn", dsn])
+        out, err = capsys.readouterr()
+        assert (2, "", 1) == (info.value.code, out, len(err.splitlines()))
+        assert "sage-resilience doctor: error: argument --dsn" in err
+        assert "postgresql:// URL" in err
+        assert "s3cret" not in err
+        assert "\x1b" not in err
+
+    @pytest.mark.parametrize(
+        "dsn",
+        [
+            "postgresql://sage@[::1]:5432/sage",
+            "postgres://sage:pw@127.0.0.1/sage?sslmode=disable",
+            "postgresql:///sage?host=/run/postgresql",
+            "postgresql://sage@10.0.0.1:5432,10.0.0.2:5433/sage",
+        ],
+    )
+    def test_a_good_dsn_is_kept(self, dsn):
+        """What asyncpg takes passes as given: IPv6, no host (a Unix
+        socket), a list of hosts."""
+        from sage_resilience.cli import _parser  # noqa: PLC0415
+
+        assert dsn == _parser().parse_args(["doctor", "--dsn", dsn]).dsn
+
     def test_a_good_timeout_and_url_are_kept(self):
         """Values that pass are given to the command as they were."""
         from sage_resilience.cli import _parser  # noqa: PLC0415

@@ -162,6 +162,41 @@ def http_url(text: str) -> str:
     raise argparse.ArgumentTypeError(msg)
 
 
+_PG_SCHEMES: Final = frozenset({"postgresql", "postgres"})
+
+
+def postgres_dsn(text: str) -> str:
+    """A ``postgresql://`` (or ``postgres://``) URL, kept as given.
+
+    An argparse type, for the URLs asyncpg takes. Refused with a usage
+    error, the URL's secrets hidden: another scheme, a malformed IPv6
+    address (``postgresql://[::1``), a port that is not a number in
+    0-65535, a space or a control character. The host may be left out
+    (``postgresql:///sage?host=/run/postgresql``); a list of hosts is left
+    to asyncpg.
+    """
+    problem = ""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        if "," not in parts.netloc:  # host1:5432,host2:5433 has no .port
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        problem = f"{exc}; "
+    else:
+        if parts.scheme not in _PG_SCHEMES:
+            pass  # (a libpq "host=... dbname=..." string included)
+        elif _UNSENDABLE.search(text):
+            problem = "spaces and control characters are not allowed; "
+        else:
+            return text
+    msg = (
+        "must be a postgresql:// URL, such as "
+        f"postgresql://sage@127.0.0.1:5432/sage ({problem}"
+        f"got {shown(redact(text))})"
+    )
+    raise argparse.ArgumentTypeError(msg)
+
+
 # -- options ------------------------------------------------------------------
 
 

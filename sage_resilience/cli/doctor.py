@@ -27,6 +27,7 @@ from sage_resilience.cli._options import (
     add_url,
     error,
     one_line_errors,
+    postgres_dsn,
 )
 from sage_resilience.cli._progress import StatusLine
 
@@ -55,6 +56,7 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
         metavar="DSN",
+        type=postgres_dsn,
         help="PostgreSQL URL for every postgres policy (password: from "
         "the URL or env PGPASSWORD)",
     )
