@@ -113,6 +113,21 @@ def test_block_runs(block, environment):
     docs.run(block)
 
 
+def test_the_tour_gets_its_answer_from_the_api(environment, capsys):
+    """The README's tour ends in ``except Exception``, which would hide an
+    API that does not work: its answer is the stand-in's, and neither
+    handler printed anything."""
+    (tour,) = [
+        block
+        for block in RUNNABLE
+        if _name(Path(block.path)) == "README.md"
+        and 'answer = await complete("hello")' in block.source
+    ]
+    namespace = docs.run(tour)
+    assert "Hello! How can I help?" == namespace["answer"]
+    assert "" == capsys.readouterr().out
+
+
 def test_the_environment_points_the_policies_at_the_servers(
     environment, api, pg
 ):

@@ -255,10 +255,17 @@ def _run_doctest(block: Block, namespace: dict[str, Any]) -> None:
         raise AssertionError("".join(report))
 
 
-def run(block: Block, extra: Mapping[str, Any] | None = None) -> None:
-    """Run one block as written, in a fresh namespace and event loop."""
+def run(
+    block: Block, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run one block as written, in a fresh namespace and event loop.
+
+    Returns:
+        The namespace the block leaves (what it defined and assigned).
+    """
     namespace: dict[str, Any] = {"__name__": "__main__", **(extra or {})}
     if block.doctest:
         _run_doctest(block, namespace)
-        return
-    asyncio.run(_run_code(block, namespace))
+    else:
+        asyncio.run(_run_code(block, namespace))
+    return namespace
