@@ -84,6 +84,18 @@ PUBLIC = {
         "health",
     },
     "sage_resilience.otel": {"instrument", "uninstrument"},
+    "sage_resilience.logs": {
+        "BreakerSummary",
+        "KeysSeen",
+        "Segment",
+        "SkippedLine",
+        "Summary",
+        "Transition",
+        "parse_time",
+        "render_html",
+        "render_table",
+        "summarize",
+    },
     "sage_resilience.instrumentation": {
         "AttemptFinished",
         "CallRejected",
