@@ -4,11 +4,15 @@ Four verdicts:
 
 * ``COUNTED``: a dependency failure; counts towards opening, is retried.
 * ``IGNORED``: the dependency answered and the caller is at fault (HTTP
-  4xx other than 408/429, SQLSTATE classes 22/23/42 and 25P02, the policy's
-  ``ignore_exceptions``): a success for the breaker, never retried.
+  4xx other than 408/429, SQLSTATE classes 22/23/42 and 25P02,
+  SQLAlchemy's ``NoResultFound`` and ``MultipleResultsFound``, the
+  policy's ``ignore_exceptions``): a success for the breaker, never
+  retried.
 * ``NEUTRAL``: a programming error (``TypeError``, ``AttributeError``...,
-  ``acall`` given a function that returns no awaitable): the dependency
-  was perhaps never reached; neither success nor failure, never retried.
+  ``acall`` given a function that returns no awaitable, SQLAlchemy's other
+  ``InvalidRequestError`` s such as ``PendingRollbackError``): the
+  dependency was perhaps never reached; neither success nor failure,
+  never retried.
 * ``PASSTHROUGH``: cancellation and interpreter exits, or our own refusals:
   never counted, never retried, re-raised untouched.
 
@@ -96,6 +100,36 @@ _IN_FAILED_TRANSACTION: Final = "25P02"
 
 #: How many exceptions of one chain are looked at, at most.
 MAX_CHAIN: Final = 16
+
+#: SQLAlchemy's errors raised in the client, known by their class names
+#: (nothing is imported). No row or several where one was expected
+#: (``scalar_one()``, ``one()``): the dependency answered, the caller's
+#: fault. The other ``InvalidRequestError`` s are raised before anything
+#: is sent (a session to roll back first, a closed result): neutral.
+_SQLALCHEMY_ANSWERED: Final = frozenset(
+    {"NoResultFound", "MultipleResultsFound"}
+)
+_SQLALCHEMY_REFUSED: Final = "InvalidRequestError"
+
+
+def _type_verdict(exc: BaseException) -> int | None:
+    """What the exception's type alone says, if anything.
+
+    NEUTRAL for a programming error, COUNTED for an ``OSError`` (refused,
+    reset, timed out: the network), IGNORED or NEUTRAL for SQLAlchemy's
+    client-side errors.
+    """
+    if isinstance(exc, _PROGRAMMING_ERRORS):
+        return NEUTRAL
+    if isinstance(exc, OSError):
+        return COUNTED
+    for klass in type(exc).__mro__:
+        if klass.__module__.startswith("sqlalchemy."):
+            if klass.__name__ in _SQLALCHEMY_ANSWERED:
+                return IGNORED
+            if klass.__name__ == _SQLALCHEMY_REFUSED:
+                return NEUTRAL
+    return None
 
 
 def _attr(obj: object, name: str) -> Any:
@@ -318,8 +352,7 @@ class Classifier:
             state = sqlstate(member)
             if state is not None:
                 return IGNORED if caller_sqlstate(state) else COUNTED
-            if isinstance(member, _PROGRAMMING_ERRORS):
-                return NEUTRAL
-            if isinstance(member, OSError):
-                return COUNTED  # refused, reset, timed out: the network
+            verdict = _type_verdict(member)
+            if verdict is not None:
+                return verdict
         return COUNTED

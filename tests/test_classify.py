@@ -19,6 +19,8 @@ import psycopg
 import psycopg2
 import pytest
 import requests
+import sqlalchemy.exc
+import sqlalchemy.orm.exc
 from sage_resilience import CircuitOpenError, PolicyConfig
 from sage_resilience._classify import (
     COUNTED,
@@ -376,6 +378,41 @@ class TestSqlstateTable:
         error = Exception("x")
         error.pgcode = "23505"  # type: ignore[attr-defined]
         assert IGNORED == classify(error)
+
+
+class TestSqlAlchemyClientErrors:
+    """SQLAlchemy's own errors, known by class name (the ones it raises
+    talking to a real server: tests/test_postgres.py)."""
+
+    @pytest.mark.parametrize(
+        ("error", "expected"),
+        [
+            (sqlalchemy.exc.NoResultFound("No row was found"), IGNORED),
+            (sqlalchemy.exc.MultipleResultsFound("Multiple rows"), IGNORED),
+            (sqlalchemy.orm.exc.NoResultFound("No row was found"), IGNORED),
+            (sqlalchemy.exc.PendingRollbackError("roll back first"), NEUTRAL),
+            (sqlalchemy.exc.ResourceClosedError("result closed"), NEUTRAL),
+            (sqlalchemy.exc.TimeoutError("QueuePool limit reached"), COUNTED),
+        ],
+        ids=lambda value: type(value).__name__,
+    )
+    def test_verdicts(self, error, expected):
+        assert expected == classify(error)
+
+    def test_subclasses_and_namesakes(self):
+        """A subclass of NoResultFound is one; a class of the same name
+        outside SQLAlchemy is not."""
+
+        class NotFound(sqlalchemy.exc.NoResultFound):
+            pass
+
+        class NoResultFound(Exception):
+            pass
+
+        assert (IGNORED, COUNTED) == (
+            classify(NotFound()),
+            classify(NoResultFound()),
+        )
 
 
 class Coded(Exception):

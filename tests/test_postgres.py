@@ -558,6 +558,87 @@ class TestSqlAlchemy:
             status["successes"],
         )
 
+    @pytest.mark.parametrize(
+        ("sql", "error"),
+        [
+            (
+                "SELECT body FROM memories WHERE id = 2",
+                sqlalchemy.exc.NoResultFound,
+            ),
+            (
+                "SELECT body FROM memories, generate_series(1, 2)",
+                sqlalchemy.exc.MultipleResultsFound,
+            ),
+        ],
+        ids=["no-row", "two-rows"],
+    )
+    async def test_one_row_expected_is_the_callers_fault(
+        self, engine, sql, error
+    ):
+        """scalar_one() on no row or two: the server answered, so the
+        call is not retried and counts as a success."""
+        p = make_policy("fetch", failure_threshold=1, retry={"attempts": 3})
+        calls = 0
+
+        @p
+        async def fetch_one() -> Any:
+            nonlocal calls
+            calls += 1
+            async with engine.connect() as conn:
+                return (await conn.execute(text(sql))).scalar_one()
+
+        for _ in range(3):
+            with pytest.raises(error):
+                await fetch_one()
+        status = p.status()
+        assert (3, "closed", 0, 3) == (
+            calls,
+            p.state,
+            status["failures"],
+            status["successes"],
+        )
+
+    async def test_a_session_to_roll_back_is_neutral(self, engine):
+        """After a failed flush, the session refuses every statement
+        (PendingRollbackError) before sending it: not retried, neither
+        a failure nor a success."""
+        from sqlalchemy import Column, Integer, Text  # noqa: PLC0415
+        from sqlalchemy.ext.asyncio import AsyncSession  # noqa: PLC0415
+        from sqlalchemy.orm import DeclarativeBase  # noqa: PLC0415
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Memory(Base):
+            __tablename__ = "memories"
+            id = Column(Integer, primary_key=True)
+            body = Column(Text)
+
+        p = make_policy("save", failure_threshold=1, retry={"attempts": 3})
+        calls = 0
+        async with AsyncSession(engine) as session:
+            session.add(Memory(id=1, body="again"))
+            with pytest.raises(sqlalchemy.exc.IntegrityError):
+                await session.flush()
+
+            @p
+            async def count() -> Any:
+                nonlocal calls
+                calls += 1
+                return await session.scalar(
+                    text("SELECT count(*) FROM memories")
+                )
+
+            with pytest.raises(sqlalchemy.exc.PendingRollbackError):
+                await count()
+        status = p.status()
+        assert (1, "closed", 0, 0) == (
+            calls,
+            p.state,
+            status["failures"],
+            status["successes"],
+        )
+
     def test_sync_engine_over_psycopg(self, pg):
         """Sync SQLAlchemy over psycopg 3: IntegrityError is not counted."""
         engine = create_engine(
