@@ -26,6 +26,12 @@ machine's speed divides out of it.
     python benchmarks/logs.py --size-mb 200 --repeat 3
     python benchmarks/logs.py --keep /tmp/logs # keep (and reuse) the logs
     python benchmarks/logs.py --file app.log   # only this log
+    python benchmarks/logs.py --shapes --size-mb 100
+
+``--shapes`` times the standard log as three logging stacks write it:
+structlog (``event``, canonical ``timestamp``), python-json-logger
+(``asctime`` first, ``message``) and ecs-logging (``@timestamp`` first,
+``message``, compact), and checks that the three give the same trips.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 BREAKERS = (
     "database_connection",
@@ -280,6 +287,112 @@ def report(path: Path, rows: dict[str, tuple[float, float, float]]) -> float:
     return ratio
 
 
+#: --shapes: the other logging stacks, as they write the standard log.
+SHAPES = ("python-json-logger", "ecs-logging")
+
+
+def _reshaped(entry: dict[str, object], shape: str) -> str:
+    """One structlog line's entry as *shape* writes the same event."""
+    stamp = str(entry.pop("timestamp"))
+    event, level, name = (
+        entry.pop("event"),
+        entry.pop("level"),
+        entry.pop("logger"),
+    )
+    when = dt.datetime.fromisoformat(stamp)
+    if shape == "python-json-logger":  # logging's asctime: local, ms
+        asctime = (
+            when.strftime("%Y-%m-%d %H:%M:%S,")
+            + f"{when.microsecond // 1000:03d}"
+        )
+        return json.dumps(
+            {
+                "asctime": asctime,
+                "levelname": str(level).upper(),
+                "name": name,
+                "message": event,
+                **entry,
+            }
+        )
+    at = (
+        when.strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{when.microsecond // 1000:03d}Z"
+    )
+    return json.dumps(
+        {
+            "@timestamp": at,
+            "log.level": level,
+            "message": event,
+            "log.logger": name,
+            **entry,
+        },
+        separators=(",", ":"),
+    )
+
+
+def reshape(source: Path, target: Path, shape: str) -> None:
+    """Write *source* (a structlog log) as the logging stack *shape*."""
+    with (
+        source.open(encoding="utf-8") as lines,
+        target.open("w", encoding="utf-8") as out,
+    ):
+        batch: list[str] = []
+        for line in lines:
+            batch.append(_reshaped(json.loads(line), shape))
+            if len(batch) >= 20_000:
+                out.write("\n".join(batch) + "\n")
+                batch.clear()
+        if batch:
+            out.write("\n".join(batch) + "\n")
+
+
+#: What --shapes compares: every figure but the times, which the other
+#: stacks write to the millisecond (compared within TIME_TOLERANCE).
+FIGURES = (
+    "trips",
+    "final_state",
+    "rejected",
+    "retries_scheduled",
+    "retries_exhausted",
+    "top_causes",
+)
+TIME_TOLERANCE = 0.01
+
+
+def figures(path: Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """``logs summarize --format json`` on *path*: lines, and per breaker
+    its figures and total time open."""
+    done = subprocess.run(
+        [*OUR_COMMAND, str(path), "--format", "json"],
+        capture_output=True,
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    return report["lines"], {
+        name: {key: entry[key] for key in (*FIGURES, "time_open_total_s")}
+        for name, entry in report["breakers"].items()
+    }
+
+
+def same_figures(
+    one: tuple[int, dict[str, dict[str, Any]]],
+    other: tuple[int, dict[str, dict[str, Any]]],
+) -> bool:
+    """The same lines, breakers and figures; times within the tolerance."""
+    if one[0] != other[0] or one[1].keys() != other[1].keys():
+        return False
+    for name, mine in one[1].items():
+        theirs = other[1][name]
+        if any(mine[key] != theirs[key] for key in FIGURES):
+            return False
+        gap = float(mine["time_open_total_s"]) - float(
+            theirs["time_open_total_s"]
+        )
+        if abs(gap) > TIME_TOLERANCE:
+            return False
+    return True
+
+
 def _logs(args: argparse.Namespace, directory: Path) -> list[Path]:
     """The logs to time, generated when missing."""
     if args.file is not None:
@@ -292,6 +405,8 @@ def _logs(args: argparse.Namespace, directory: Path) -> list[Path]:
                 1 - args.request_share,
             ),
         ]
+    if args.shapes:  # the standard log only, in three shapes below
+        wanted = wanted[:1]
     for path, events in wanted:
         if path.exists():
             continue
@@ -303,7 +418,16 @@ def _logs(args: argparse.Namespace, directory: Path) -> list[Path]:
             f"transitions, {counts['retries']:,} retries",
             file=sys.stderr,
         )
-    return [path for path, _ in wanted]
+    paths = [path for path, _ in wanted]
+    if args.shapes:  # the standard log, as the other stacks write it
+        standard = paths[0]
+        paths = [standard]
+        for shape in SHAPES:
+            target = standard.with_name(f"{shape}-{standard.name}")
+            if not target.exists():
+                reshape(standard, target, shape)
+            paths.append(target)
+    return paths
 
 
 def main() -> int:
@@ -324,6 +448,12 @@ def main() -> int:
     parser.add_argument(
         "--file", type=Path, help="time only this log (generated if missing)"
     )
+    parser.add_argument(
+        "--shapes",
+        action="store_true",
+        help="the standard log as structlog, python-json-logger and "
+        "ecs-logging write it (instead of the 99 %% requests log)",
+    )
     args = parser.parse_args()
     if not shutil.which("jq"):
         print("jq not found (apt-get install jq): not timed", file=sys.stderr)
@@ -331,10 +461,18 @@ def main() -> int:
     directory = args.keep or Path(tempfile.mkdtemp(prefix="sage-logs-bench-"))
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        ratios = [
-            report(path, bench(path, args.repeat))
-            for path in _logs(args, directory)
-        ]
+        paths = _logs(args, directory)
+        ratios = [report(path, bench(path, args.repeat)) for path in paths]
+        if args.shapes:
+            found = [figures(path) for path in paths]
+            same = all(same_figures(found[0], other) for other in found[1:])
+            total = sum(int(entry["trips"]) for entry in found[0][1].values())
+            print(
+                f"\nshapes: structlog, {', '.join(SHAPES)}: {total} trips; "
+                f"{'the same' if same else 'NOT the same'} figures per breaker"
+            )
+            if not same:
+                return 1
         baseline_rss = measure([sys.executable, "-c", BASELINE_CODE])[2]
         print(
             f"\nbest of {args.repeat}; python + import sage_resilience alone: "

@@ -106,3 +106,26 @@ def test_logs_benchmark_runs(tmp_path: Path) -> None:
     assert 0 == done.returncode, done.stderr[-2000:]
     assert "logs summarize / grep -c (MB/s)" in done.stdout, done.stdout
     assert 2 == len(list(tmp_path.glob("*.jsonl")))
+
+
+def test_logs_benchmark_shapes_run(tmp_path: Path) -> None:
+    """The standard log in three shapes: the same trips in each."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "logs.py"),
+            "--shapes",
+            "--size-mb",
+            "2",
+            "--keep",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr[-2000:] + done.stdout[-2000:]
+    assert "the same figures per breaker" in done.stdout, done.stdout
+    assert 3 == len(list(tmp_path.glob("*.jsonl")))
