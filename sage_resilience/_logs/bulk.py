@@ -1,4 +1,4 @@
-"""Whole-block checks: the fast path of the line scanner (:mod:`.read`).
+r"""Whole-block checks: the fast path of the line scanner (:mod:`.read`).
 
 Most lines of a structlog log end with the time in structlog's canonical
 form: ``{..., "timestamp": "2026-11-27T20:00:00.001150Z"}``. For a block
@@ -15,15 +15,33 @@ and only the lines naming a resilience event (found with ``bytes.find``)
 are looked at one by one. A block of which this cannot be shown is cut in
 two (:meth:`.read._Source._region`), down to a few lines looked at one by
 one as before: the results are the same either way.
+
+python-json-logger and ecs-logging write the time first instead, in one of
+the sortable shapes of :data:`.lines._SORTABLE`: ``{"asctime": "2026-11-27
+20:00:00,001", ...}``, ``{"@timestamp":"2026-11-27T20:00:00.001Z",...}``.
+A block of such lines is split at ``}\n{"asctime": "`` (the end of a line,
+the start of the next), and the same passes show that
+
+* every line is ``{...}`` and starts with the key (no newline is left
+  inside a piece);
+* each value has the shape's separators at their places, digits elsewhere
+  and its closing quote: what the line scanner's shape check accepts;
+* the block holds none of the keys the line scanner looks for before this
+  one (``"timestamp": "``, and ``"asctime": "`` before ``@timestamp``),
+  so the line scanner takes this value as the line's time.
 """
 
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from sage_resilience._logs.lines import _DIGITS, _SORTABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from sage_resilience._logs.lines import _SortableTime
 
 __all__: list[str] = []
 
@@ -70,6 +88,54 @@ NO_BOTTOM: Final = b"\x7f"
 Extremes = tuple[bytes, bytes, bool, bool]
 
 
+class Run(NamedTuple):
+    """The lines of a regular region, seen at once (see :func:`regular`)."""
+
+    values: list[bytes]  # the value of line i starts values[i]
+    width: int  # how many of its bytes the line scanner compares
+    slot: int | None  # its index in _SORTABLE; None: canonical
+    start: int  # where a line's value starts (-1: after _KEY)
+
+    def value_of(self, line: bytes) -> bytes:
+        """The compared bytes of the value of *line*, a line of the run."""
+        at = line.find(_KEY) + len(_KEY) if self.start < 0 else self.start
+        return line[at : at + self.width]
+
+
+class _TimeFirst(NamedTuple):
+    """A sortable shape written first on the line, as a regular run's."""
+
+    start: bytes  # ``{`` and the shape's marker
+    cut: bytes  # the end of a line and the start of the next
+    width: int  # the value's
+    head: int  # the value and its closing quote
+    fixed: tuple[tuple[int, bytes], ...]  # the non-digits of a head
+    earlier: tuple[bytes, ...]  # the keys the line scanner tries first
+    slot: int
+
+    @classmethod
+    def of(cls, slot: int) -> _TimeFirst:
+        shape: _SortableTime = _SORTABLE[slot]
+        head = shape.render(0) + b'"'
+        return cls(
+            start=b"{" + shape.marker,
+            cut=b"}\n{" + shape.marker,
+            width=shape.width,
+            head=len(head),
+            fixed=tuple(
+                (at, head[at : at + 1])
+                for at, byte in enumerate(head)
+                if byte not in _DIGITS
+            ),
+            earlier=(_KEY, *(other.marker for other in _SORTABLE[:slot])),
+            slot=slot,
+        )
+
+
+# python-json-logger's asctime and ecs-logging's @timestamp.
+_TIME_FIRST: Final = (_TimeFirst.of(0), _TimeFirst.of(1))
+
+
 def canonical(raw: bytes) -> bool:
     """Whether *raw* (28 bytes after the key) has the canonical shape."""
     return (
@@ -81,7 +147,25 @@ def canonical(raw: bytes) -> bool:
     )
 
 
-def regular(data: bytes, count: int | None) -> list[bytes] | None:
+def regular(data: bytes, count: int | None) -> Run | None:
+    """The lines of *data* at once, if its *count* lines are regular.
+
+    Regular: a sortable shape first on every line (:func:`_time_first`)
+    or structlog's canonical shape (:func:`canonical_pieces`), tried in
+    this order: a block of the first kind holds no time key of structlog's,
+    and the search for one is not repeated. *count* is one more than the
+    newlines in *data*; None when they were not counted.
+    """
+    for shape in _TIME_FIRST:
+        if data.startswith(shape.start):
+            run = _time_first(shape, data, count)
+            if run is not None:
+                return run
+    pieces = canonical_pieces(data, count)
+    return None if pieces is None else Run(pieces[1:], _WIDTH, None, -1)
+
+
+def canonical_pieces(data: bytes, count: int | None) -> list[bytes] | None:
     """*data* split at each time key, if its *count* lines are regular.
 
     Regular: every line is ``{...}`` and ends with its first time key,
@@ -117,6 +201,37 @@ def regular(data: bytes, count: int | None) -> list[bytes] | None:
     return pieces
 
 
+def _time_first(
+    shape: _TimeFirst, data: bytes, count: int | None
+) -> Run | None:
+    """*data*'s lines as a run of *shape*, if each is ``{value, ...}``.
+
+    *data* starts with ``shape.start``. Split at ``shape.cut``, every piece
+    is one line from its value on (without the ``}`` ending it, but the
+    last): when no newline is left in any, each line started with the key
+    and ended with ``}``.
+    """
+    if data[-1:] != b"}" or any(key in data for key in shape.earlier):
+        return None
+    pieces = data.split(shape.cut)
+    lines = len(pieces)
+    if count is not None and lines != count:
+        return None
+    pieces[0] = pieces[0][len(shape.start) :]
+    head = shape.head
+    heads = b"".join(map(itemgetter(slice(0, head)), pieces))
+    if len(heads) != head * lines or any(
+        heads[at::head] != byte * lines for at, byte in shape.fixed
+    ):
+        return None
+    # The fixed bytes at their places, and no other byte but digits.
+    if len(heads.translate(None, _DIGITS)) != len(shape.fixed) * lines or (
+        count is None and not _no_newline(pieces, 0, lines)
+    ):
+        return None
+    return Run(pieces, shape.width, shape.slot, len(shape.start))
+
+
 def _uncounted(pieces: list[bytes], heads: bytes, middle: int) -> bool:
     """Whether *pieces* hold no newline but the one of each head.
 
@@ -130,12 +245,27 @@ def _uncounted(pieces: list[bytes], heads: bytes, middle: int) -> bool:
         or heads.count(b"\n") != middle
     ):
         return False
-    # Copied some at a time (about 70 KB): one copy as large as the block
-    # costs more than the search saves.
-    end = middle + 1
-    for at in range(1, end, _RESTS):
-        rests = b"".join(map(_REST_OF, pieces[at : min(at + _RESTS, end)]))
-        if rests.find(b"\n") >= 0:
+    return _no_newline(pieces, 1, middle + 1, _REST_OF)
+
+
+def _no_newline(
+    pieces: list[bytes],
+    first: int,
+    end: int,
+    part: Callable[[bytes], bytes] | None = None,
+) -> bool:
+    """Whether pieces[first:end] (or their *part*) hold no newline.
+
+    Copied some at a time (about 70 KB) and searched with memchr: one copy
+    as large as the block costs more than the search saves, and counting
+    the newlines more than searching for one.
+    """
+    for at in range(first, end, _RESTS):
+        some = pieces[at : min(at + _RESTS, end)]
+        if (
+            b"".join(some if part is None else map(part, some)).find(b"\n")
+            >= 0
+        ):
             return False
     return True
 
@@ -209,14 +339,18 @@ def _without(values: list[bytes], excluded: list[int]) -> list[bytes]:
 
 
 def window_extremes(
-    values: list[bytes], lo: bytes, hi: bytes, excluded: list[int]
+    values: list[bytes],
+    lo: bytes,
+    hi: bytes,
+    excluded: list[int],
+    width: int = _WIDTH,
 ) -> Extremes:
     """What the line scanner finds for *values* against [lo, hi].
 
     (largest value inside, smallest, one below lo, one above hi), values
-    compared on their first 28 bytes, as the line scanner compares them
-    one at a time: NO_TOP and NO_BOTTOM when none is inside. The values at
-    the indices *excluded* (lines parsed instead) are left out.
+    compared on their first *width* bytes, as the line scanner compares
+    them one at a time: NO_TOP and NO_BOTTOM when none is inside. The
+    values at the indices *excluded* (lines parsed instead) are left out.
     """
     # The piece starting with the largest value is the largest piece.
     high = max(values, default=b"")
@@ -230,13 +364,13 @@ def window_extremes(
         low = min(values, default=b"")
     if not values:
         return NO_TOP, NO_BOTTOM, False, False
-    top = high[:_WIDTH]
-    bottom = low[:_WIDTH]
+    top = high[:width]
+    bottom = low[:width]
     if lo <= bottom and top <= hi:
         return top, bottom, False, False
     if top < lo:
         return NO_TOP, NO_BOTTOM, True, False
-    raws = [value[:_WIDTH] for value in _without(values, excluded)]
+    raws = [value[:width] for value in _without(values, excluded)]
     inside = [raw for raw in raws if lo <= raw <= hi]
     before = bottom < lo
     after = any(raw > hi for raw in raws if raw >= lo)
@@ -246,22 +380,23 @@ def window_extremes(
 
 
 def block_extremes(
-    values: list[bytes],
+    run: Run,
     lo: bytes,
     hi: bytes,
     marked: set[bytes],
     excluded: Callable[[], list[int]],
 ) -> Extremes:
-    """window_extremes(values, lo, hi, excluded()), excluded() called late.
+    """window_extremes of *run*'s values, excluded() called late.
 
     *marked*: the values of the lines parsed instead, whose indices
     *excluded* counts (a pass over the block). They matter only when one
     of them is the largest or the smallest value, or when the window cuts
     into the block; otherwise the answer is the extremes themselves.
     """
+    values, width = run.values, run.width
     if marked and values:
-        top = max(values)[:_WIDTH]
-        bottom = min(values)[:_WIDTH]
+        top = max(values)[:width]
+        bottom = min(values)[:width]
         if (
             top not in marked
             and bottom not in marked
@@ -269,5 +404,5 @@ def block_extremes(
             and top <= hi
         ):
             return top, bottom, False, False
-        return window_extremes(values, lo, hi, excluded())
-    return window_extremes(values, lo, hi, [])
+        return window_extremes(values, lo, hi, excluded(), width)
+    return window_extremes(values, lo, hi, [], width)

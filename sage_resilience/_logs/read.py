@@ -11,8 +11,9 @@ One :class:`_Source` per file turns its bytes into resilience events:
   object (``{...}``) and its timestamp is read with a substring search, so
   the log's time span is known without parsing it (fixed-width times are
   compared as bytes: _SortableTime). Runs of lines ending with structlog's
-  canonical timestamp are checked all at once (:mod:`.bulk`), the other
-  lines one at a time (:mod:`.lines`), with the same results.
+  canonical timestamp, or starting with python-json-logger's ``asctime``
+  or ecs-logging's ``@timestamp``, are checked all at once (:mod:`.bulk`),
+  the other lines one at a time (:mod:`.lines`), with the same results.
 * **Hostile input.** Whatever a line holds (nesting beyond the recursion
   limit, 5000-digit numbers, times outside the years 1 to 9999, bytes that
   are not UTF-8, lone surrogates), it is used, ignored or skipped with a
@@ -27,9 +28,9 @@ from functools import partial
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from sage_resilience._logs.bulk import (
-    _KEY,
     NO_BOTTOM,
     NO_TOP,
+    Run,
     block_extremes,
     canonical,
     line_indices,
@@ -393,10 +394,10 @@ class _Source:
         self._top, self._bottom = NO_TOP, NO_BOTTOM
         # A regular block (the usual one) is seen so without counting its
         # newlines (see bulk.regular); only the others' are counted.
-        pieces = regular(data, None)
-        if pieces is not None:
-            self.lines += len(pieces) - 1
-            self._regular(data, pieces, lineno, found, marked_starts(data))
+        run = regular(data, None)
+        if run is not None:
+            self.lines += len(run.values)
+            self._regular(data, run, lineno, found, marked_starts(data))
         else:
             count = data.count(b"\n") + 1
             self.lines += count
@@ -431,9 +432,9 @@ class _Source:
         another shape is read a line at a time straight away. *tried*:
         *data* is known not to be regular.
         """
-        pieces = None if tried else regular(data, count)
-        if pieces is not None:
-            self._regular(data, pieces, lineno, found, marked_starts(data))
+        run = None if tried else regular(data, count)
+        if run is not None:
+            self._regular(data, run, lineno, found, marked_starts(data))
             return
         if count > _FEW_LINES and (
             regular(data[: data.find(b"\n")], 1) is not None
@@ -455,7 +456,7 @@ class _Source:
     def _regular(
         self,
         data: bytes,
-        pieces: list[bytes],
+        run: Run,
         lineno: int,
         found: list[_Event],
         marked: list[int],
@@ -466,28 +467,29 @@ class _Source:
         counted only when one is reported, their indices only when the
         time extremes need them (see bulk.block_extremes).
         """
-        values = pieces[1:]  # the value of line i starts values[i]
         marked_values: set[bytes] = set()
         for start in marked:
             end = data.find(b"\n", start)
             line = data[start:] if end < 0 else data[start:end]
-            # A regular line holds one time key: its value is values[i].
-            key = line.find(_KEY)
-            marked_values.add(line[key + 14 : key + 42])
+            marked_values.add(run.value_of(line))  # values[i], line i's
             event = self._parse(line, partial(_line_at, data, start, lineno))
             if event is not None:
                 found.append(event)
+        if run.slot is None:
+            lo, hi = self._lo, self._hi
+        else:
+            lo, hi = self._sortable[run.slot][1:]
         top, bottom, before, after_until = block_extremes(
-            values,
-            self._lo,
-            self._hi,
-            marked_values,
-            lambda: line_indices(data, marked),
+            run, lo, hi, marked_values, lambda: line_indices(data, marked)
         )
         self.before_since = self.before_since or before
         self.after_until = self.after_until or after_until
-        self._top = max(self._top, top)
-        self._bottom = min(self._bottom, bottom)
+        if run.slot is None:
+            self._top = max(self._top, top)
+            self._bottom = min(self._bottom, bottom)
+        else:
+            pair = self._extremes[run.slot]
+            pair[0], pair[1] = max(pair[0], top), min(pair[1], bottom)
 
     def _lines(  # noqa: C901, PLR0912 - the hot loop, inlined for speed
         self, lines: list[bytes], lineno: int, found: list[_Event]
