@@ -2019,6 +2019,321 @@ class TestBlockScanner:
         )
 
 
+TIME_FIRST_SHAPES = ("python-json-logger", "ecs-logging")
+
+
+def time_first(
+    shape: str, seconds: float, message: str = "request_finished", **keys: Any
+) -> str:
+    """A line as python-json-logger (asctime first) or ecs-logging writes it.
+
+    ecs-logging's: ``@timestamp`` first, compact separators. Both to the
+    millisecond.
+    """
+    moment = BASE + dt.timedelta(seconds=seconds)
+    ms = f"{moment.microsecond // 1000:03d}"
+    if shape == "python-json-logger":
+        asctime = moment.strftime("%Y-%m-%d %H:%M:%S,") + ms
+        return json.dumps(
+            {
+                "asctime": asctime,
+                "levelname": "INFO",
+                "name": "sage.api",
+                "message": message,
+                **keys,
+            }
+        )
+    return json.dumps(
+        {
+            "@timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.") + ms + "Z",
+            "log.level": "info",
+            "message": message,
+            "log.logger": "sage.api",
+            **keys,
+        },
+        separators=(",", ":"),
+    )
+
+
+def time_first_change(shape: str, seconds: float, new: str) -> str:
+    return time_first(
+        shape,
+        seconds,
+        "circuit_state_changed",
+        breaker="db",
+        old_state="closed",
+        new_state=new,
+    )
+
+
+def fill(template: str, seconds: float, other: float) -> str:
+    """*template* with the times of *seconds* ({a}: asctime, {e}: ECS, {c}:
+    canonical) and of *other* ({a2}, {e2}, {c2})."""
+    times = {}
+    for suffix, value in (("", seconds), ("2", other)):
+        moment = BASE + dt.timedelta(seconds=value)
+        ms = f"{moment.microsecond // 1000:03d}"
+        times["a" + suffix] = moment.strftime("%Y-%m-%d %H:%M:%S,") + ms
+        times["e" + suffix] = moment.strftime("%Y-%m-%dT%H:%M:%S.") + ms + "Z"
+        times["c" + suffix] = at(value)
+    return template.format(**times)
+
+
+# Lines the block scanner must tell from regular ones of each shape, their
+# key first; {a}/{e}/{c}: times of the odd line, {a2}/{e2}/{c2} another.
+TIME_FIRST_ODD = {
+    "python-json-logger": (
+        # structlog's key, canonical: the line scanner's time, wherever.
+        '{{"asctime": "{a}", "message": "x", "timestamp": "{c2}"}}',
+        '{{"asctime": "{a}", "timestamp": "{c2}", "status": 200}}',
+        '{{"asctime": "{a}", "timestamp": "{c2}X"}}',  # not canonical
+        '{{"asctime": "{a}", "asctime": "{a2}"}}',  # two: the first
+        '{{"asctime": "{a}", "@timestamp":"{e2}"}}',
+        '{{"asctime": "{a}7", "message": "x"}}',  # one byte too many
+        '{{"asctime": "{a}"}}',
+        # The value's fixed bytes and digits, one at a time wrong.
+        '{{"asctime": "2026-11-27T21:50:00,000", "message": "x"}}',
+        '{{"asctime": "2026-11-27 21:50:00.000", "message": "x"}}',
+        '{{"asctime": "2026-11-27 21:50:0x,000", "message": "x"}}',
+        '{{"asctime": "2026-11-27 21:50:00,00", "message": "x"}}',
+        '{{"asctime": "2026-19-99 99:99:99,999", "message": "x"}}',
+        '{{"asctime": "{a}", "message": "x"]',
+        '{{"message": "x", "asctime": "{a}"}}',  # not first
+        '{{"asctime":"{a}", "message": "x"}}',  # compact
+        '{{"asctime": "{a}", "message": "retry_ later"}}',  # names an event
+        '{{"asctime": "{a}", "message": "call_rejected"}}',  # no breaker
+        ' {{"asctime": "{a}", "message": "x"}} ',  # stripped
+        '{{"asctime": "{a}", "message": "x"}}\r',
+        '{{"@timestamp":"{e}","message":"x"}}',
+        '{{"event": "x", "timestamp": "{c}"}}',
+        "plain text",
+        "",
+    ),
+    "ecs-logging": (
+        # asctime is looked for before @timestamp: its time, or none.
+        '{{"@timestamp":"{e}","message":"x","asctime": "{a2}"}}',
+        '{{"@timestamp":"{e}","message":"x","asctime": "junk"}}',
+        '{{"@timestamp":"{e}","message":"x","timestamp": "{c2}"}}',
+        '{{"@timestamp":"{e}","@timestamp":"{e2}"}}',  # two: the first
+        '{{"@timestamp": "{e}","message":"x"}}',  # spaced
+        '{{"@timestamp":"{e}0","message":"x"}}',  # one byte too many
+        '{{"@timestamp":"{e}"}}',
+        '{{"@timestamp":"2026-11-27T21:50:00.000","message":"x"}}',
+        '{{"@timestamp":"2026-11-27T21:50:00.000z","message":"x"}}',
+        '{{"@timestamp":"2026-11-27 21:50:00.000Z","message":"x"}}',
+        '{{"@timestamp":"2026-11-27T21:50:0x.000Z","message":"x"}}',
+        '{{"@timestamp":"2026-19-99T99:99:99.999Z","message":"x"}}',
+        '{{"message":"x","@timestamp":"{e}"}}',  # not first
+        '{{"@timestamp":"{e}","message":"retry_scheduled","breaker":"db"}}',
+        '{{"@timestamp":"{e}","message":"circuit_state_changed",bad}}',
+        '{{"@timestamp":"{e}","message":"x"}}\r',
+        '{{"asctime": "{a}", "message": "x"}}',
+        "{{",
+        "",
+    ),
+}
+
+
+def period_of(summary: _logs.Summary) -> tuple[float, float]:
+    """The analysed period, in seconds from at(0)."""
+    zero = parse_timestamp(at(0))
+    assert zero is not None
+    assert summary.start_us is not None
+    assert summary.end_us is not None
+    return (summary.start_us - zero) / 1e6, (summary.end_us - zero) / 1e6
+
+
+def time_first_log(shape: str, count: int) -> list[str]:
+    """*count* ordinary lines of *shape*, 0.5 s apart, and a trip."""
+    log = [time_first(shape, i / 2) for i in range(count)]
+    log[count // 2] = time_first_change(shape, count / 4 + 0.25, "open")
+    return log
+
+
+class TestTimeFirstBlocks:
+    """Lines with their time first (python-json-logger, ecs-logging) read a
+    block at once: the same results as one line at a time."""
+
+    @pytest.mark.parametrize("shape", ["pjl asctime", "ecs-logging"])
+    def test_real_formatters_blocks_are_read_at_once(
+        self,
+        shape: str,
+        stdlib_log: tuple[logging.Logger, Path],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """What the libraries write goes through the block path."""
+        log, path = stdlib_log
+        handler = log.handlers[0]
+        formatter = (
+            pjl_asctime()
+            if shape == "pjl asctime"
+            else ecs_logging.StdlibFormatter()
+        )
+        handler.setFormatter(formatter)
+        handler.addFilter(ScriptedClock(0.25))
+        for index in range(4000):
+            log.info("request_finished", extra={"path": "/api/chat"})
+            if index == 2000:
+                emit_story(log)
+        handler.flush()
+        data = path.read_bytes()
+        calls = []
+        original = logs_read._Source._lines
+
+        def spy(source: Any, lines: list[bytes], *rest: Any) -> None:
+            calls.append(len(lines))
+            original(source, lines, *rest)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(logs_read._Source, "_lines", spy)
+            summary = summary_of(data)
+        assert [] == calls
+        assert summary == line_by_line([data])
+        assert summary.start_us == parse_timestamp(at(0))
+        assert summary.end_us == parse_timestamp(
+            at(summary.lines * 0.25 - 0.25)
+        )
+
+    @pytest.mark.parametrize("shape", TIME_FIRST_SHAPES)
+    def test_keys_the_line_scanner_tries_first(self, shape: str) -> None:
+        """A line of the run holding a key looked for before its own: the
+        time is that key's, the block is not read at once."""
+        log = time_first_log(shape, 300)
+        if shape == "python-json-logger":
+            odd = '{{"asctime": "{a}", "timestamp": "{c2}"}}'
+        else:
+            odd = '{{"@timestamp":"{e}","asctime": "{a2}"}}'
+        log[100] = fill(odd, 50, -600.5)
+        summary = by_blocks([text_of(log)])
+        assert summary == line_by_line([text_of(log)])
+        assert (-600.5, 149.5) == period_of(summary)
+
+    @pytest.mark.parametrize("shape", TIME_FIRST_SHAPES)
+    @pytest.mark.parametrize("where", [0, 1, 150, 299])
+    def test_an_odd_line_among_time_first_ones(
+        self, shape: str, where: int
+    ) -> None:
+        """Each odd line anywhere in a run, its times the run's extremes."""
+        for odd in TIME_FIRST_ODD[shape]:
+            for seconds, other in ((-500, 900), (900, -500.25)):
+                log = time_first_log(shape, 300)
+                log[where] = fill(odd, seconds, other)
+                for newline, block in (
+                    ("\n", 1 << 20),
+                    ("\r\n", 1 << 20),
+                    ("\n", 997),
+                ):
+                    data = (newline.join(log) + newline).encode()
+                    for options in (
+                        {},
+                        {"since": at(40.25), "until": at(120.7505)},
+                        {"since": at(-1), "until": at(200)},
+                    ):
+                        assert line_by_line(
+                            [data], block, **options
+                        ) == by_blocks([data], block, **options), odd
+
+    @pytest.mark.parametrize(
+        "odd",
+        [
+            '{"asctime": "2026-11-27 21:50:0x,000", "message": "x"}',
+            '{"asctime": "2026-11-27 21:50:00,000x", "message": "x"}',
+            '{"@timestamp":"2026-11-27T21:50:0x.000Z","message":"x"}',
+            '{"@timestamp":"2026-11-27T21:50:00.0x0Z","message":"x"}',
+        ],
+    )
+    def test_no_time_in_the_shape_before_since(self, odd: str) -> None:
+        """A value of the shape's width but not of its shape is no time
+        (read exactly): it does not widen the period to --since."""
+        shape = "ecs-logging" if "@timestamp" in odd else "python-json-logger"
+        log = time_first_log(shape, 300)
+        log[150] = odd
+        options: dict[str, Any] = {"since": at(-1), "until": at(200)}
+        summary = by_blocks([text_of(log)], **options)
+        assert summary == line_by_line([text_of(log)], **options)
+        assert (0, 149.5) == period_of(summary)
+
+    @pytest.mark.parametrize("shape", TIME_FIRST_SHAPES)
+    @pytest.mark.parametrize(
+        ("since", "until", "period"),
+        [
+            # Inside the run: lines outside widen the period to the bounds.
+            (10.0002, 20.0007, (10.0002, 20.0007)),
+            (9.9995, 20.0, (9.9995, 20.0)),
+            # A fraction of a millisecond past the first and the last line:
+            # they are inside.
+            (-0.0003, 149.5007, (0, 149.5)),
+            # Outside: the run's own extremes.
+            (-5, 500, (0, 149.5)),
+            (None, None, (0, 149.5)),
+        ],
+    )
+    def test_window_across_a_time_first_run(
+        self,
+        shape: str,
+        since: float | None,
+        until: float | None,
+        period: tuple[float, float],
+    ) -> None:
+        """Bounds between two lines, and on one, to the microsecond."""
+        log = time_first_log(shape, 300)
+        log[30] = time_first_change(shape, 15.0, "closed")
+        options: dict[str, Any] = {
+            "since": None if since is None else at(since),
+            "until": None if until is None else at(until),
+        }
+        summary = by_blocks([text_of(log)], **options)
+        assert summary == line_by_line([text_of(log)], **options)
+        assert period == period_of(summary)
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        st.sampled_from(TIME_FIRST_SHAPES),
+        st.lists(
+            st.tuples(
+                st.integers(min_value=0, max_value=len(TIME_FIRST_ODD) + 40),
+                st.integers(min_value=-100, max_value=100),
+            ),
+            max_size=60,
+        ),
+        st.sampled_from([16, 64, 300, 1 << 20]),
+        st.sampled_from(["\n", "\r\n"]),
+        st.none() | st.integers(min_value=-100, max_value=100),
+        st.none() | st.integers(min_value=-100, max_value=100),
+    )
+    def test_same_results_as_line_by_line(
+        self,
+        shape: str,
+        lines: list[tuple[int, int]],
+        block: int,
+        newline: str,
+        since: int | None,
+        until: int | None,
+    ) -> None:
+        """Random logs of regular lines of one shape, odd lines among them."""
+        odd = TIME_FIRST_ODD[shape]
+        text = newline.join(
+            fill(odd[pick], t, -t / 3)
+            if pick < len(odd)
+            else time_first(shape, t + pick / 1000)
+            if pick % 7
+            else time_first_change(shape, t, "open")
+            for pick, t in lines
+        )
+        data = (text + newline).encode()
+        options = {
+            "since": None if since is None else at(since),
+            "until": None if until is None else at(until),
+        }
+        assert line_by_line([data], block, **options) == by_blocks(
+            [data], block, **options
+        )
+
+
 class TestNoEventMessage:
     """Exit 1 names the keys looked for and the keys found instead."""
 
