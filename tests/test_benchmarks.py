@@ -86,35 +86,15 @@ def test_benchmark_runs(name: str) -> None:
     assert report in done.stdout, done.stdout[-2000:]
 
 
-def test_logs_benchmark_runs(tmp_path: Path) -> None:
-    """Two small logs generated, summarized and compared with grep -c."""
+def _logs_benchmark(
+    tmp_path: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """benchmarks/logs.py on 2 MB logs kept in *tmp_path*."""
     done = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "logs.py"),
-            "--size-mb",
-            "2",
-            "--keep",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        check=False,
-    )
-    assert 0 == done.returncode, done.stderr[-2000:]
-    assert "logs summarize / grep -c (MB/s)" in done.stdout, done.stdout
-    assert 2 == len(list(tmp_path.glob("*.jsonl")))
-
-
-def test_logs_benchmark_shapes_run(tmp_path: Path) -> None:
-    """The standard log in three shapes: the same trips in each."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "logs.py"),
-            "--shapes",
+            *options,
             "--size-mb",
             "2",
             "--keep",
@@ -127,5 +107,18 @@ def test_logs_benchmark_shapes_run(tmp_path: Path) -> None:
         check=False,
     )
     assert 0 == done.returncode, done.stderr[-2000:] + done.stdout[-2000:]
+    return done
+
+
+def test_logs_benchmark_runs(tmp_path: Path) -> None:
+    """Two small logs generated, summarized and compared with grep -c."""
+    done = _logs_benchmark(tmp_path)
+    assert "logs summarize / grep -c (MB/s)" in done.stdout, done.stdout
+    assert 2 == len(list(tmp_path.glob("*.jsonl")))
+
+
+def test_logs_benchmark_shapes_run(tmp_path: Path) -> None:
+    """The standard log in three shapes: the same figures in each."""
+    done = _logs_benchmark(tmp_path, "--shapes")
     assert "the same figures per breaker" in done.stdout, done.stdout
     assert 3 == len(list(tmp_path.glob("*.jsonl")))
