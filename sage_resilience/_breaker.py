@@ -290,6 +290,7 @@ class Gate(Circuit):
                 claim = None  # a sync call on a loop thread never blocks
             if probe:
                 self._probes += 1
+                self._probe_started_at = now
                 self.calls += 1
                 ticket = self._generation * 2 | PROBE
                 if fleet is not None and token is not None:
@@ -300,7 +301,7 @@ class Gate(Circuit):
                 if (
                     state == HALF_OPEN
                     and (fleet is None or self._probes)
-                    and now - self._half_open_at >= self._probe_wait()
+                    and now - self._probe_started_at >= self._probe_wait()
                 ):
                     # Hung probes lose slots and leases; late verdicts go.
                     hung = fleet.lease() if fleet is not None else None

@@ -90,12 +90,12 @@ class Circuit:
         "_closed_at",
         "_forced",
         "_generation",
-        "_half_open_at",
         "_local_base",
         "_lock",
         "_opened_at",
         "_pending",
         "_probe_at",
+        "_probe_started_at",
         "_probes",
         "_reason",
         "_refusal_info",
@@ -152,7 +152,10 @@ class Circuit:
         self._generation = 0
         self._probes = 0
         self._probe_at = 0.0
-        self._half_open_at = 0.0
+        # When half-open began, then when it last admitted a probe: hung
+        # probes are given up _probe_wait() after that (each probe gets
+        # its whole wait, a later one too).
+        self._probe_started_at = 0.0
         # Consecutive counted failures seen here while closed with a
         # shared storage (the store's count is fleet-wide and comes later).
         self._streak = 0
@@ -212,7 +215,7 @@ class Circuit:
             self._clean = True
         else:
             self._clean = False
-            self._half_open_at = now
+            self._probe_started_at = now
         if self.window is not None:
             self.window.clear()
         # The constant itself: the hot path compares by identity, and a

@@ -8,7 +8,7 @@ from typing import Any
 import pybreaker
 import pytest
 from sage_resilience import CircuitOpenError
-from tests.helpers import make_policy, named
+from tests.helpers import Clock, make_policy, named, with_clock
 
 
 class _Raising(pybreaker.CircuitBreakerListener):
@@ -124,6 +124,46 @@ def test_a_hung_sync_probe_loses_its_slot_after_half_open_max_wait(
     assert p.state == "closed"
     reasons = [e["reason"] for e in named(events, "circuit_state_changed")]
     assert "half_open_timeout" in reasons
+
+
+@pytest.mark.parametrize(
+    ("second_probe_takes", "state_meanwhile"),
+    [(4.0, "half-open"), (11.0, "open")],
+    ids=["within-its-wait", "hung"],
+)
+def test_each_probe_gets_its_whole_half_open_max_wait(
+    second_probe_takes: float, state_meanwhile: str, events: list[Any]
+) -> None:
+    """With success_threshold 2 the second probe starts after the first
+    one's verdict: a caller refused while it runs gives it up only when
+    it has run half_open_max_wait itself, not since half-open began."""
+    clock = Clock()
+    p = with_clock(
+        make_policy(
+            failure_threshold=1,
+            recovery_timeout=5,
+            success_threshold=2,
+            half_open_max_wait=10,
+        ),
+        clock,
+    )
+    with pytest.raises(ConnectionError):
+        p.call(_fail)
+    clock.advance(5)
+    seen: list[str] = []
+
+    def probe(takes: float) -> str:
+        clock.advance(takes)
+        with pytest.raises(CircuitOpenError):  # the probe holds the slot
+            p.call(lambda: "refused")
+        seen.append(p.state)
+        return "ok"
+
+    assert "ok" == p.call(probe, 8.0)  # the first probe: 8 s of its 10
+    assert "ok" == p.call(probe, second_probe_takes)  # 12 or 19 s in
+    assert ["half-open", state_meanwhile] == seen
+    reasons = [e["reason"] for e in named(events, "circuit_state_changed")]
+    assert ("half_open_timeout" in reasons) == (state_meanwhile == "open")
 
 
 def test_half_open_max_wait_defaults_to_the_lease_bound() -> None:
