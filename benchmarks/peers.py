@@ -22,10 +22,12 @@ import contextlib
 import functools
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,20 +195,30 @@ async def measure(calls: int, trials: int) -> dict[str, dict[str, float]]:
     }
 
 
-def import_time(statement: str, module: str, runs: int = 7) -> float | None:
-    """Median seconds of ``python -c statement`` in a fresh process."""
+def import_time(
+    statement: str, module: str, cache: Path, runs: int = 7
+) -> float | None:
+    """Median seconds of ``python -c statement`` in a fresh process.
+
+    Every process reads its bytecode from *cache* (``PYTHONPYCACHEPREFIX``),
+    written by one discarded run first: an installed package has its
+    bytecode compiled at install, so neither side pays the compiler,
+    whatever ``PYTHONDONTWRITEBYTECODE`` says in the caller's environment.
+    """
     if importlib.util.find_spec(module) is None:
         return None
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
     times = []
-    for _ in range(runs):
+    for _ in range(runs + 1):
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", statement],
-            check=True,
-            cwd=ROOT,
+            [sys.executable, "-c", statement], check=True, cwd=ROOT, env=env
         )
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times[1:])
 
 
 def report(results: dict[str, Any]) -> str:
@@ -229,7 +241,7 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"  {name:30} {value:8.0f}{ratio}")
     times = results["import"]
     start, theirs = times["python"], times.get("stamina")
-    lines.append("import, ms beyond an empty interpreter's start")
+    lines.append("import, ms beyond an empty interpreter's start (bytecode cached)")
     for name, value in times.items():
         if name == "python" or value is None:
             continue
@@ -268,16 +280,18 @@ def main() -> None:
             file=sys.stderr,
         )
     results: dict[str, Any] = asyncio.run(measure(args.calls, args.trials))
-    results["import"] = {
-        "python": import_time("pass", "sys"),
-        "import sage_resilience": import_time(
-            "import sage_resilience", "sage_resilience"
-        ),
-        "from sage_resilience import policy": import_time(
-            "from sage_resilience import policy", "sage_resilience"
-        ),
-        "stamina": import_time("import stamina", "stamina"),
-    }
+    with tempfile.TemporaryDirectory(prefix="peers-pycache-") as cache:
+        where = Path(cache)
+        results["import"] = {
+            "python": import_time("pass", "sys", where),
+            "import sage_resilience": import_time(
+                "import sage_resilience", "sage_resilience", where
+            ),
+            "from sage_resilience import policy": import_time(
+                "from sage_resilience import policy", "sage_resilience", where
+            ),
+            "stamina": import_time("import stamina", "stamina", where),
+        }
     if args.json:
         print(json.dumps(results, indent=2))
     else:
