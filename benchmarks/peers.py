@@ -241,7 +241,9 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"  {name:30} {value:8.0f}{ratio}")
     times = results["import"]
     start, theirs = times["python"], times.get("stamina")
-    lines.append("import, ms beyond an empty interpreter's start (bytecode cached)")
+    lines.append(
+        "import, ms beyond an empty interpreter's start (bytecode cached)"
+    )
     for name, value in times.items():
         if name == "python" or value is None:
             continue
