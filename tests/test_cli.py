@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from sage_resilience import _demo
 from sage_resilience.cli import main
 from tests.support.pg import require_pgserver
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class TestConfigCommands:
@@ -211,6 +217,33 @@ class TestDemo:
             "sage-resilience demo: httpx is missing; install the demo extra "
             "(pip install 'sage-resilience[demo]')\n"
         ) == capsys.readouterr().err
+
+    def test_pgserver_missing_where_it_has_no_wheel(self, monkeypatch, capsys):
+        """Past pgserver's last Python the demo points at --quick instead."""
+        monkeypatch.setitem(sys.modules, "pgserver", None)
+        assert 1 == main(["demo"])
+        assert "install the demo extra" in capsys.readouterr().err
+        monkeypatch.setattr(_demo, "_PGSERVER_UNTIL", sys.version_info[:2])
+        assert 1 == main(["demo"])
+        err = capsys.readouterr().err
+        assert err.startswith(
+            "sage-resilience demo: pgserver is missing: it has"
+        )
+        assert "run with --quick" in err
+        assert "install the demo extra" not in err
+
+    def test_the_demo_extra_leaves_pgserver_out_where_the_demo_says(self):
+        """pyproject's marker and the demo's _PGSERVER_UNTIL name one Python."""
+        with (ROOT / "pyproject.toml").open("rb") as f:
+            extras = tomllib.load(f)["project"]["optional-dependencies"]
+        (pgserver,) = [
+            Requirement(r) for r in extras["demo"] if r.startswith("pgserver")
+        ]
+        assert pgserver.marker is not None
+        until = ".".join(map(str, _demo._PGSERVER_UNTIL))
+        below = f"{_demo._PGSERVER_UNTIL[0]}.{_demo._PGSERVER_UNTIL[1] - 1}"
+        assert pgserver.marker.evaluate({"python_version": below})
+        assert not pgserver.marker.evaluate({"python_version": until})
 
 
 # Escape sequences an error message can carry to a terminal: clear the
