@@ -45,6 +45,9 @@ from sage_resilience._storage import close_storages, flush_storages
 from tests.support import need_binary
 from tests.support.redis_server import RedisServer
 
+# Some 150 s in all (sleeps in real time, three storages): slow.
+pytestmark = pytest.mark.slow
+
 #: Short real times: the open time, how long half-open waits for a hung
 #: probe, how long a call queues for a bulkhead slot.
 RECOVERY = 0.05
