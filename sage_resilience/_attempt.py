@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -260,13 +261,36 @@ TIMEOUT_RESOLUTION: Final = 0.005
 # by the thread running that loop instead (see _running).
 _get_running_loop = asyncio.get_running_loop
 _get_ident = threading.get_ident
-_current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = (
-    asyncio.tasks._current_tasks  # type: ignore[attr-defined]
-)
 _TICKS_PER_SECOND: Final = 1 / TIMEOUT_RESOLUTION
-#: The task current on a loop (None outside a task): a bound method built
-#: once, not on every timed attempt.
-_task_of = _current_tasks.get
+
+
+def _current_task_lookup() -> Callable[
+    [asyncio.AbstractEventLoop], asyncio.Task[Any] | None
+]:
+    """How to find the task current on a loop (None outside a task).
+
+    Up to Python 3.13 asyncio keeps every loop's current task in one dict,
+    ``asyncio.tasks._current_tasks`` (C tasks and pure-Python ones alike):
+    its bound ``get`` is the cheapest lookup there is. From 3.14 the C tasks
+    keep it on the thread state and that dict stays empty, so the lookup is
+    ``asyncio.current_task`` (a C function there, not a Python one).
+    """
+    tasks = asyncio.tasks
+    table: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
+        tasks, "_current_tasks", None
+    )
+    if table is not None and (
+        # Pure-Python tasks, or C tasks that keep this very dict.
+        tasks._enter_task is getattr(tasks, "_py_enter_task", None)
+        or table
+        is getattr(sys.modules.get("_asyncio"), "_current_tasks", None)
+    ):
+        return table.get
+    return asyncio.current_task
+
+
+#: The task current on a loop (None outside a task), chosen once.
+_task_of = _current_task_lookup()
 
 
 class _TimeoutWheel:

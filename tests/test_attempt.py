@@ -139,6 +139,39 @@ def test_a_closed_loop_is_not_kept_alive_by_its_wheel() -> None:
     assert 1 == len(_attempt._wheels)
 
 
+# -- finding the current task -------------------------------------------------
+
+
+async def test_the_current_task_is_found_on_this_python() -> None:
+    loop = asyncio.get_running_loop()
+    assert asyncio.current_task() is _attempt._task_of(loop)
+    found: list[object] = []
+    loop.call_soon(lambda: found.append(_attempt._task_of(loop)))
+    await asyncio.sleep(0)
+    assert [None] == found  # a loop callback runs outside any task
+
+
+def test_the_dict_of_current_tasks_is_used_only_where_asyncio_keeps_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """3.11-3.13 keep asyncio.tasks._current_tasks (C or pure-Python
+    tasks); 3.14's C tasks keep the current task on the thread state and
+    leave that dict empty, so the lookup becomes asyncio.current_task."""
+    lookup = _attempt._current_task_lookup
+    kept = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+    if asyncio.tasks._enter_task is not asyncio.tasks._py_enter_task:  # type: ignore[attr-defined]
+        assert kept is __import__("_asyncio")._current_tasks
+    assert kept.get == lookup()  # this Python keeps it
+    monkeypatch.setattr(asyncio.tasks, "_current_tasks", {})  # 3.14, C tasks
+    assert asyncio.current_task is lookup()
+    monkeypatch.setattr(
+        asyncio.tasks, "_enter_task", asyncio.tasks._py_enter_task
+    )  # type: ignore[attr-defined]
+    assert asyncio.tasks._current_tasks.get == lookup()  # type: ignore[attr-defined]
+    monkeypatch.delattr(asyncio.tasks, "_current_tasks")
+    assert asyncio.current_task is lookup()
+
+
 # -- the decorator's own copy of within() --------------------------------------
 #
 # Policy's wrapper arms the attempt's deadline in its own frame when the
