@@ -32,7 +32,6 @@ retries never retry a refusal, and nothing is printed.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import functools
 import inspect
@@ -725,7 +724,7 @@ def retry(
             _registry.declare(breaker.name, part)
             return fn
         manager = RetryManager(config)
-        if asyncio.iscoroutinefunction(fn):
+        if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kw: Any) -> Any:

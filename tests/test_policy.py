@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import threading
 import tracemalloc
 
@@ -752,7 +753,7 @@ class TestDecorator:
         assert 3 == compute(2)
         assert "fetch" == fetch.__name__
         assert "Fetch." == fetch.__doc__
-        assert asyncio.iscoroutinefunction(fetch)
+        assert inspect.iscoroutinefunction(fetch)
 
     def test_generators_are_refused(self):
         """Wrapping a generator function is a clear TypeError."""
