@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -55,7 +56,7 @@ def sync_target() -> int:
 
 def noop(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The floor: a decorator that only forwards the call."""
-    if asyncio.iscoroutinefunction(fn):
+    if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
