@@ -221,6 +221,8 @@ class TestDemo:
     def test_pgserver_missing_where_it_has_no_wheel(self, monkeypatch, capsys):
         """Past pgserver's last Python the demo points at --quick instead."""
         monkeypatch.setitem(sys.modules, "pgserver", None)
+        major, minor = sys.version_info[:2]
+        monkeypatch.setattr(_demo, "_PGSERVER_UNTIL", (major, minor + 1))
         assert 1 == main(["demo"])
         assert "install the demo extra" in capsys.readouterr().err
         monkeypatch.setattr(_demo, "_PGSERVER_UNTIL", sys.version_info[:2])
