@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 from sage_resilience import _hooks
 from sage_resilience._breaker import ClaimPending, Gate
@@ -264,27 +264,20 @@ _get_ident = threading.get_ident
 _TICKS_PER_SECOND: Final = 1 / TIMEOUT_RESOLUTION
 
 
-def _current_task_lookup() -> Callable[
-    [asyncio.AbstractEventLoop], asyncio.Task[Any] | None
-]:
-    """How to find the task current on a loop (None outside a task).
+def _current_task_lookup() -> Callable[[Any], asyncio.Task[Any] | None]:
+    """The cheapest way this Python has to find a loop's current task.
 
-    Up to Python 3.13 asyncio keeps every loop's current task in one dict,
-    ``asyncio.tasks._current_tasks`` (C tasks and pure-Python ones alike):
-    its bound ``get`` is the cheapest lookup there is. From 3.14 the C tasks
-    keep it on the thread state and that dict stays empty, so the lookup is
-    ``asyncio.current_task`` (a C function there, not a Python one).
+    Up to 3.13 asyncio keeps each loop's current task in the dict
+    ``asyncio.tasks._current_tasks``; 3.14's C tasks keep it on the thread
+    state and leave that dict empty: there, ``asyncio.current_task``.
     """
     tasks = asyncio.tasks
-    table: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
-        tasks, "_current_tasks", None
+    table = cast(
+        "dict[Any, Any] | None", getattr(tasks, "_current_tasks", None)
     )
-    if table is not None and (
-        # Pure-Python tasks, or C tasks that keep this very dict.
-        tasks._enter_task is getattr(tasks, "_py_enter_task", None)
-        or table
-        is getattr(sys.modules.get("_asyncio"), "_current_tasks", None)
-    ):
+    c_table = getattr(sys.modules.get("_asyncio"), "_current_tasks", None)
+    pure = tasks._enter_task is getattr(tasks, "_py_enter_task", None)
+    if table is not None and (pure or table is c_table):
         return table.get
     return asyncio.current_task
 
