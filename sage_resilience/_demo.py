@@ -497,11 +497,12 @@ def status_table(status: Mapping[str, Mapping[str, object]]) -> str:
 def _missing(module: str | None, quick: bool) -> str:
     """What to do about *module* missing, for the demo's error line."""
     if module == "pgserver" and sys.version_info >= _PGSERVER_UNTIL:
+        major, minor = _PGSERVER_UNTIL
         return (
             "pgserver is missing: it has no release for Python "
             f"{sys.version_info.major}.{sys.version_info.minor} yet (the demo "
-            "extra installs it up to 3.12); run with --quick, which has no "
-            "PostgreSQL part"
+            f"extra installs it up to {major}.{minor - 1}); run with --quick, "
+            "which has no PostgreSQL part"
         )
     hint = "" if quick else " or run with --quick"
     return (
